@@ -1,0 +1,1 @@
+"""pr-council's review engine: pure data in, pure data out."""

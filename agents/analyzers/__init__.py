@@ -1,0 +1,1 @@
+"""Deterministic tools the specialists ground their findings in."""

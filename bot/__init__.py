@@ -1,0 +1,1 @@
+"""pr-council's delivery: CLI, GitHub, HTTP and queue."""
