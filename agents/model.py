@@ -88,6 +88,7 @@ class AnalyzerResult(_Frozen):
     tool: str
     findings: tuple[Finding, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 class AgentReport(_Frozen):
