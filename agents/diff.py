@@ -11,7 +11,8 @@ from unidiff.errors import UnidiffParseError
 from agents.model import ChangedFile, Diff, FileStatus, Hunk
 
 _DIFF_START = re.compile(r"^(diff --git |--- |\+\+\+ |@@ |Binary files )", re.MULTILINE)
-_GIT_HEADER = re.compile(r"^diff --git a/(?P<old>.+?) b/(?P<new>.+)$")
+_HUNK_LINE = re.compile(r"^@@.*$", re.MULTILINE)
+_HUNK_HEADER = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
 class DiffError(ValueError):
@@ -24,6 +25,10 @@ def parse_diff(text: str) -> Diff:
         return Diff()
     if not _DIFF_START.search(text):
         raise DiffError("input is not a unified diff (no 'diff --git', '---' or '@@' lines)")
+    # unidiff silently drops a section whose hunk header it cannot read.
+    bad = next((h for h in _HUNK_LINE.findall(text) if not _HUNK_HEADER.match(h)), None)
+    if bad is not None:
+        raise DiffError(f"malformed hunk header: {bad[:80]!r}")
     try:
         patch = unidiff.PatchSet(text)
     except UnidiffParseError as exc:
