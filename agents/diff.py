@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import unidiff
 from unidiff.errors import UnidiffParseError
+from unidiff.patch import PatchedFile, PatchSet
 
 from agents.model import ChangedFile, Diff, FileStatus, Hunk
 
@@ -30,7 +30,7 @@ def parse_diff(text: str) -> Diff:
     if bad is not None:
         raise DiffError(f"malformed hunk header: {bad[:80]!r}")
     try:
-        patch = unidiff.PatchSet(text)
+        patch = PatchSet(text)
     except UnidiffParseError as exc:
         raise DiffError(f"malformed unified diff: {exc}") from exc
     files = [_changed_file(f) for f in patch]
@@ -66,7 +66,7 @@ def _header(path: str, old_path: str, status: FileStatus) -> str:
     return f"diff --git a/{old_path} b/{path}\n{mode.get(status, '')}--- {source}\n+++ {target}\n"
 
 
-def _changed_file(f: unidiff.PatchedFile) -> ChangedFile:
+def _changed_file(f: PatchedFile) -> ChangedFile:
     """Convert one unidiff file into our plain record."""
     added: set[int] = set()
     removed: set[int] = set()
@@ -82,13 +82,10 @@ def _changed_file(f: unidiff.PatchedFile) -> ChangedFile:
                 section=h.section_header or "",
             )
         )
-        for line in h:
-            if line.is_added:
-                added.add(line.target_line_no)
-            elif line.is_removed:
-                removed.add(line.source_line_no)
-            elif line.is_context:
-                context.add(line.target_line_no)
+        # unidiff numbers added/context lines on the target side, removed on the source.
+        added.update(ln.target_line_no for ln in h if ln.is_added and ln.target_line_no)
+        removed.update(ln.source_line_no for ln in h if ln.is_removed and ln.source_line_no)
+        context.update(ln.target_line_no for ln in h if ln.is_context and ln.target_line_no)
     path, old_path = _paths(f)
     return ChangedFile(
         path=path,
@@ -103,7 +100,7 @@ def _changed_file(f: unidiff.PatchedFile) -> ChangedFile:
     )
 
 
-def _status(f: unidiff.PatchedFile) -> FileStatus:
+def _status(f: PatchedFile) -> FileStatus:
     """Classify a patched file."""
     if f.is_added_file:
         return "added"
@@ -114,7 +111,7 @@ def _status(f: unidiff.PatchedFile) -> FileStatus:
     return "modified"
 
 
-def _paths(f: unidiff.PatchedFile) -> tuple[str, str | None]:
+def _paths(f: PatchedFile) -> tuple[str, str | None]:
     """Return (head path, old path when renamed)."""
     path = _strip(f.target_file) if f.target_file and f.target_file != "/dev/null" else f.path
     if f.is_rename:
@@ -125,3 +122,16 @@ def _paths(f: unidiff.PatchedFile) -> tuple[str, str | None]:
 def _strip(name: str) -> str:
     """Drop git's `a/` or `b/` prefix."""
     return name[2:] if name[:2] in ("a/", "b/") else name
+
+
+def new_file_texts(text: str) -> dict[str, str]:
+    """Return the whole text of each file the diff adds: every line of it is in the diff."""
+    try:
+        patch = PatchSet(text)
+    except UnidiffParseError:
+        return {}
+    return {
+        _paths(f)[0]: "".join(line.value for h in f for line in h if line.is_added)
+        for f in patch
+        if f.is_added_file and not f.is_binary_file
+    }

@@ -38,6 +38,9 @@ class _Frozen(BaseModel):
 
 
 _SPACE = re.compile(r"\s+")
+# Python, ruff and bandit count lines at \n, \r\n and \r only; str.splitlines() also
+# breaks at form feeds and \u2028, which would shift line numbers and fingerprints.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def normalise_code(text: str) -> str:
@@ -64,6 +67,7 @@ class Finding(_Frozen):
     end_line: int | None = Field(default=None, ge=1)
     title: str
     body: str = ""
+    # Replacement text for lines line..end_line; "" deletes them, None means no suggestion.
     suggestion: str | None = None
     rule: str
     source: str
@@ -239,7 +243,7 @@ class ReviewContext(_Frozen):
         text = self.files.get(path)
         if text is None or line is None:
             return ""
-        lines = text.splitlines()
+        lines = _LINE_BREAK.split(text)
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
 

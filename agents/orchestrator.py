@@ -80,12 +80,14 @@ async def convene(
     if mode == "sequential":
         reports = await _sequential(ctx, enabled, budget, clock, progress)
     else:
-        reports = await _parallel(ctx, enabled, budget, clock, progress, adaptive=mode == "adaptive")
+        reports = await _parallel(
+            ctx, enabled, budget, clock, progress, adaptive=mode == "adaptive"
+        )
     reports += [_disabled(r.name, clock) for r in council if r not in enabled]
     start = clock.ms()
     review = synthesize(ctx, reports, mode=mode)
     synthesis = Span(name="synthesis", status="ok", start_ms=start, end_ms=clock.ms())
-    spans = tuple(_span(r) for r in reports if r.status != "skipped") + (synthesis,)
+    spans = (*(_span(r) for r in reports if r.status != "skipped"), synthesis)
     return review.model_copy(update={"trace": spans, "duration_ms": clock.ms()})
 
 

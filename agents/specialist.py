@@ -91,9 +91,7 @@ async def _run_all(analyzers: Sequence[Analyzer], ctx: ReviewContext) -> list[An
     results: list[AnalyzerResult | None] = [None] * len(analyzers)
 
     async def one(i: int, analyzer: Analyzer) -> None:
-        results[i] = await anyio.to_thread.run_sync(
-            _guarded, analyzer, ctx, abandon_on_cancel=True
-        )
+        results[i] = await anyio.to_thread.run_sync(_guarded, analyzer, ctx, abandon_on_cancel=True)
 
     async with anyio.create_task_group() as tg:
         for i, analyzer in enumerate(analyzers):

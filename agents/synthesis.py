@@ -105,12 +105,20 @@ def place(ctx: ReviewContext, findings: Sequence[Finding]) -> list[Finding]:
 
 def _with_status(finding: Finding, previous: set[str]) -> Finding:
     """Mark a finding the last review already reported as still open."""
-    return finding.model_copy(update={"status": "open" if finding.fingerprint in previous else "new"})
+    return finding.model_copy(
+        update={"status": "open" if finding.fingerprint in previous else "new"}
+    )
 
 
 def _unique_skips(skips: Iterable[Skipped]) -> tuple[Skipped, ...]:
-    """Drop repeated skip records."""
-    return tuple(dict.fromkeys(skips))
+    """Merge records of one path skipped for one reason by several tools."""
+    tools: dict[tuple[str, str], list[str]] = {}
+    for s in skips:
+        tools.setdefault((s.path, s.reason), []).append(s.by)
+    return tuple(
+        Skipped(path=path, reason=reason, by=", ".join(dict.fromkeys(by)))
+        for (path, reason), by in tools.items()
+    )
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
@@ -118,7 +126,9 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def resolved_since(previous: Sequence[PreviousFinding], findings: Sequence[Finding]) -> list[PreviousFinding]:
+def resolved_since(
+    previous: Sequence[PreviousFinding], findings: Sequence[Finding]
+) -> list[PreviousFinding]:
     """Return the previous findings no longer reported."""
     current = {f.fingerprint for f in findings}
     return [p for p in previous if p.fingerprint not in current]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from agents.analyzers.base import is_python
 from agents.analyzers.coverage import CoverageAnalyzer
-from agents.analyzers.test_map import TestMapAnalyzer, is_test_path
+from agents.analyzers.test_map import TestMapAnalyzer, is_python_source
 from agents.model import ReviewContext
 from agents.specialist import ModelPass, Specialist
 
 
 def _idle(ctx: ReviewContext) -> str | None:
     """Only changed source code can lack tests."""
-    code = [p for p in ctx.files if is_python(p) and not is_test_path(p)]
+    code = [p for p, text in ctx.files.items() if is_python_source(p, text)]
     return None if code or ctx.coverage_report else "no changed Python source outside tests"
 
 

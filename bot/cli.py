@@ -6,14 +6,14 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
 import anyio
 
-from agents.diff import DiffError, parse_diff
+from agents.diff import DiffError, new_file_texts, parse_diff
 from agents.model import Mode, Review, at_least
 from agents.render import render_json, render_markdown, render_sarif
 from bot import local
@@ -40,18 +40,24 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """Define the command line exactly as DESIGN.md §8 documents it."""
-    parser = argparse.ArgumentParser(prog="pr-council", description="Council-of-specialists PR review.")
+    parser = argparse.ArgumentParser(
+        prog="pr-council", description="Council-of-specialists PR review."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     review = sub.add_parser("review", help="review a local git range, a diff file or a PR URL")
     review.add_argument("target", nargs="?", default=".", help="REPO_DIR (default .) or a PR URL")
-    review.add_argument("--base", help="base revision (default: merge-base with the default branch)")
+    review.add_argument(
+        "--base", help="base revision (default: merge-base with the default branch)"
+    )
     review.add_argument("--head", default="HEAD", help="head revision (default HEAD)")
     review.add_argument("--diff", metavar="FILE|-", help="review this unified diff instead")
     review.add_argument("--format", choices=get_args(Format), default="markdown")
     review.add_argument("--output", metavar="FILE", help="write the review here instead of stdout")
     review.add_argument("--mode", choices=get_args(Mode), default="parallel")
     review.add_argument("--offline", action="store_true", help="never call an LLM")
-    review.add_argument("--config", metavar="FILE", help=f"use this file instead of {REPO_CONFIG_PATH}")
+    review.add_argument(
+        "--config", metavar="FILE", help=f"use this file instead of {REPO_CONFIG_PATH}"
+    )
     review.add_argument("--fail-on", choices=get_args(FailOn), help="exit 1 at this severity")
     review.add_argument("--trace", metavar="FILE", help="write the trace as JSON")
     review.add_argument("--coverage", metavar="FILE", help="Cobertura XML or LCOV report")
@@ -87,7 +93,9 @@ def _fail(message: str) -> int:
 def review_command(args: argparse.Namespace, settings: Settings) -> int:
     """Review a local change and print or write it."""
     if _PR_URL.match(args.target):
-        raise UsageError("reviewing a pull request URL needs the GitHub integration (not in this version)")
+        raise UsageError(
+            "reviewing a pull request URL needs the GitHub integration (not in this version)"
+        )
     if args.post:
         raise UsageError("--post applies to pull request URLs only")
     job = _local_job(args)
@@ -169,11 +177,13 @@ def _diff_job(args: argparse.Namespace, root: Path, coverage: str | None) -> _Jo
     if args.base or args.head != "HEAD":
         raise UsageError("--diff cannot be combined with --base or --head")
     raw = sys.stdin.buffer.read() if args.diff == "-" else _read_bytes(Path(args.diff))
-    tree = local.WorkTree(root)
-    config = _config(args, lambda: tree.read_many([REPO_CONFIG_PATH]))
+    text = raw.decode("utf-8", errors="replace")
+    diff = parse_diff(text)
+    work = local.WorkTree(root)
+    config = _config(args, lambda: work.read_many([REPO_CONFIG_PATH]))
     coverage = coverage or _config_coverage(config, root)
     name = "stdin" if args.diff == "-" else Path(args.diff).name
-    diff = parse_diff(raw.decode("utf-8", errors="replace"))
+    tree = local.OverlayTree(work, new_file_texts(text))
     return _Job(Change(target=f"diff:{name}", diff=diff, coverage_report=coverage), tree, config)
 
 

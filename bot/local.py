@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,15 +72,13 @@ def default_base(repo: Path, head: str) -> str:
 def _default_branches(repo: Path) -> list[str]:
     """List candidate default branches that exist, origin's HEAD first."""
     found = []
-    try:
+    with contextlib.suppress(GitError):
         found.append(git(repo, "symbolic-ref", "-q", "refs/remotes/origin/HEAD").decode().strip())
-    except GitError:
-        pass
-    for name in _DEFAULT_BRANCHES:
-        for ref in (f"refs/heads/{name}", f"refs/remotes/origin/{name}"):
-            if git(repo, "for-each-ref", "--format=%(refname)", ref).strip():
-                found.append(ref)
-    return found
+    refs = [
+        f"refs/{kind}/{name}" for name in _DEFAULT_BRANCHES for kind in ("heads", "remotes/origin")
+    ]
+    listed = git(repo, "for-each-ref", "--format=%(refname)", *refs).decode().split()
+    return found + [r for r in refs if r in listed]
 
 
 def diff_text(repo: Path, base: str, head: str) -> str:
@@ -131,11 +131,11 @@ class WorkTree:
     root: Path
 
     def paths(self) -> list[str]:
-        """List tracked and untracked-but-not-ignored files."""
+        """List tracked and untracked-but-not-ignored files (every file outside git)."""
         try:
             out = git(self.root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
         except GitError:
-            return []
+            return _walk(self.root)
         return sorted({p for p in out.decode(errors="replace").split("\0") if p})
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes]:
@@ -146,4 +146,41 @@ class WorkTree:
             target = (root / rel).resolve()
             if target.is_file() and target.is_relative_to(root):
                 blobs[rel] = target.read_bytes()
+        return blobs
+
+
+_NOT_SOURCE_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox"})
+MAX_WALK_FILES = 20_000
+
+
+def _walk(root: Path) -> list[str]:
+    """List files under a plain directory, bounded and without tool or VCS folders."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_SOURCE_DIRS)
+        base = Path(folder).relative_to(root)
+        found.extend((base / name).as_posix() for name in sorted(files))
+        if len(found) >= MAX_WALK_FILES:
+            break
+    return found[:MAX_WALK_FILES]
+
+
+@dataclass(frozen=True)
+class OverlayTree:
+    """A work tree, plus files known only from the diff (new files absent on disk)."""
+
+    tree: WorkTree
+    extra: dict[str, str]
+
+    def paths(self) -> list[str]:
+        """List the work tree's files and the diff's new ones."""
+        return sorted(set(self.tree.paths()) | set(self.extra))
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes]:
+        """Read from disk first, then from the diff."""
+        wanted = list(paths)
+        blobs = self.tree.read_many(wanted)
+        blobs.update(
+            {p: self.extra[p].encode() for p in wanted if p not in blobs and p in self.extra}
+        )
         return blobs

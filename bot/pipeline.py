@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Protocol
 
-from agents.analyzers.test_map import is_test_path
+from agents.analyzers.test_map import is_test_file, is_test_path
 from agents.council import default_council
 from agents.model import ChangedFile, Diff, Mode, PreviousFinding, Review, ReviewContext, Skipped
 from agents.orchestrator import Budget, ProgressHook, convene
@@ -56,7 +56,7 @@ def build_context(change: Change, tree: SourceTree, config: RepoConfig) -> Revie
         diff=change.diff,
         files=files,
         repo_files=repo_files,
-        test_sources=_texts(tree, [p for p in repo_files if is_test_path(p)][:MAX_TEST_SOURCES]),
+        test_sources=_test_sources(tree, repo_files),
         config_files=_texts(tree, [p for p in repo_files if PurePosixPath(p).name in TOOL_CONFIGS]),
         coverage_report=change.coverage_report,
         options=options,
@@ -95,7 +95,9 @@ def _skip_reason(f: ChangedFile, ignore: Sequence[str]) -> str | None:
     return None
 
 
-def decode_all(blobs: dict[str, bytes], wanted: Sequence[str]) -> tuple[dict[str, str], list[Skipped]]:
+def decode_all(
+    blobs: dict[str, bytes], wanted: Sequence[str]
+) -> tuple[dict[str, str], list[Skipped]]:
     """Decode file contents as UTF-8 text; say which could not be."""
     files: dict[str, str] = {}
     skipped: list[Skipped] = []
@@ -122,6 +124,12 @@ def _undecodable(data: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return "not UTF-8 text"
     return None
+
+
+def _test_sources(tree: SourceTree, repo_files: Sequence[str]) -> dict[str, str]:
+    """Read the repository's test files (bounded), dropping test-named non-tests."""
+    candidates = [p for p in repo_files if is_test_path(p)][:MAX_TEST_SOURCES]
+    return {p: t for p, t in _texts(tree, candidates).items() if is_test_file(p, t)}
 
 
 def _texts(tree: SourceTree, paths: Sequence[str]) -> dict[str, str]:

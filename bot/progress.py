@@ -21,7 +21,7 @@ class _Board:
     """The state of each specialist, drawn as a table."""
 
     def __init__(self) -> None:
-        self.rows: dict[AgentName, tuple[str, str]] = {}
+        self.rows: dict[AgentName, tuple[Phase, str]] = {}
         self.started: dict[AgentName, float] = {}
 
     def update(self, agent: AgentName, phase: Phase, report: AgentReport | None) -> None:

@@ -27,7 +27,10 @@ def unified_diff(head: Mapping[str, str | None], base: Mapping[str, str] | None 
             fromfile=f"a/{path}" if old is not None else "/dev/null",
             tofile=f"b/{path}" if new is not None else "/dev/null",
         )
-        out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+        out.extend(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+            for line in lines
+        )
     return "".join(out)
 
 
@@ -41,5 +44,8 @@ def context_from(
     """Build a ReviewContext for the change from `base` to `head`."""
     diff = parse_diff(unified_diff(head, base))
     files = {p: t for p, t in head.items() if t is not None}
-    fields.setdefault("repo_files", tuple(sorted(set(files) | set(base or {}) - {p for p, t in head.items() if t is None})))
+    fields.setdefault(
+        "repo_files",
+        tuple(sorted(set(files) | set(base or {}) - {p for p, t in head.items() if t is None})),
+    )
     return ReviewContext(target="test", diff=diff, files=files, **fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -121,7 +122,7 @@ async def test_sequential_mode_hands_each_specialist_the_findings_before_it() ->
     review = await convene(CTX, council, mode="sequential")
     assert seen == {"security": [], "style": ["security"], "performance": ["security", "style"]}
     spans = [s for s in review.trace if s.name != "synthesis"]
-    assert all(a.end_ms <= b.start_ms for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a.end_ms <= b.start_ms for a, b in itertools.pairwise(spans))
 
 
 async def test_adaptive_mode_skips_idle_specialists_and_says_why() -> None:

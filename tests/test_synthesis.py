@@ -9,6 +9,7 @@ from agents.model import (
     PreviousFinding,
     ReviewOptions,
     Severity,
+    Skipped,
 )
 from agents.synthesis import dedupe, rank, synthesize
 from tests.helpers import context_from
@@ -156,3 +157,26 @@ def test_failed_specialists_are_kept_in_the_review() -> None:
     failed = AgentReport(agent="style", status="failed", error="boom")
     review = synthesize(CTX, [report(f(10)), failed], mode="parallel")
     assert [a.status for a in review.agents] == ["ok", "failed"]
+
+
+def test_one_path_skipped_by_several_tools_for_one_reason_is_listed_once() -> None:
+    reports = [
+        AgentReport(
+            agent="style",
+            status="ok",
+            skipped=(Skipped(path="README.md", reason="not Python", by="ruff"),),
+        ),
+        AgentReport(
+            agent="performance",
+            status="ok",
+            skipped=(
+                Skipped(path="README.md", reason="not Python", by="ruff-perf"),
+                Skipped(path="x.py", reason="could not parse", by="perf-ast"),
+            ),
+        ),
+    ]
+    review = synthesize(CTX, reports, mode="parallel")
+    assert review.skipped == (
+        Skipped(path="README.md", reason="not Python", by="ruff, ruff-perf"),
+        Skipped(path="x.py", reason="could not parse", by="perf-ast"),
+    )

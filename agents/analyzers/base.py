@@ -25,7 +25,10 @@ PYTHON_SUFFIXES = frozenset({".py", ".pyi"})
 class Analyzer(Protocol):
     """A deterministic tool run on the head contents of the changed files."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Return the tool's name, as used in sources and skip records."""
+        ...
 
     def run(self, ctx: ReviewContext) -> AnalyzerResult:
         """Analyze the change; blocking, so the caller runs it in a worker thread."""
