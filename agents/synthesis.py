@@ -20,6 +20,12 @@ from agents.model import (
 # bandit's Bnnn tests and ruff's flake8-bandit Snnn rules share their numbers.
 _BANDIT = re.compile(r"^B(\d{3})$")
 _WORDS = re.compile(r"[^a-z0-9]+")
+# Our AST rules that ruff also implements: perf-ast's blocking-call rules and ruff's ASYNC2xx.
+_ALIASES = {
+    **dict.fromkeys(("ASYNC210", "ASYNC211", "ASYNC212", "ASYNC220", "ASYNC221"), "PCA008"),
+    **dict.fromkeys(("ASYNC222", "ASYNC251"), "PCA008"),
+    **dict.fromkeys(("ASYNC230", "ASYNC240"), "PCA009"),
+}
 # Hard-coded password (259) and hard-coded key (321) are kinds of hard-coded credentials (798).
 _CWE_FAMILY = {259: 798, 321: 798}
 
@@ -73,9 +79,9 @@ def same_issue(a: Finding, b: Finding) -> bool:
 
 
 def _canonical(rule: str) -> str:
-    """Map a bandit test id onto the ruff rule that implements it."""
+    """Map a rule onto the one id every tool implementing it shares."""
     m = _BANDIT.match(rule)
-    return f"S{m.group(1)}" if m else rule
+    return f"S{m.group(1)}" if m else _ALIASES.get(rule, rule)
 
 
 def _words(title: str) -> str:
