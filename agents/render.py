@@ -371,14 +371,24 @@ def _resolved(resolved: Sequence[PreviousFinding]) -> str:
 
 
 def _skipped(skipped: Sequence[Skipped]) -> str:
+    """List files nobody reviewed, then (collapsed) files only some tools passed over."""
+    whole = [s for s in skipped if s.by == "council"]
+    partial = [s for s in skipped if s.by != "council"]
+    sections = [
+        _skip_list(f"🙈 Not reviewed ({len(whole)})", whole, len(whole) > _COLLAPSE_OVER),
+        _skip_list(f"🧰 Passed over by some tools ({len(partial)})", partial, True),
+    ]
+    return "\n\n".join(s for s in sections if s)
+
+
+def _skip_list(title: str, skipped: Sequence[Skipped], collapse: bool) -> str:
     if not skipped:
         return ""
     items = [
         f"{_code(s.path) or '(whole change)'} — {_plain(s.reason, 200)} ({_plain(s.by, 40)})"
         for s in skipped[:_LIST_ITEMS]
     ]
-    title = f"🙈 Not reviewed ({len(skipped)})"
-    return _listing(title, items, len(skipped), collapse=len(skipped) > _COLLAPSE_OVER)
+    return _listing(title, items, len(skipped), collapse=collapse)
 
 
 def _notes(notes: Sequence[str]) -> str:
