@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; return the exit code."""
     args = build_parser().parse_args(argv)
+    # Parsing reviewed code (ast) warns about *its* invalid escapes; that is not ours to print.
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
+    warnings.filterwarnings("ignore", message="invalid escape sequence", category=DeprecationWarning)
     try:
         if args.command == "review":
             return review_command(args, Settings.from_env())

@@ -330,3 +330,33 @@ def test_on_the_default_branch_the_last_commit_is_reviewed(risky: GitRepo) -> No
     risky.git("merge", "-q", "--ff-only", "feature")
     report = review_json(risky)
     assert ("app/settings.py", 3) in by_place(report)
+
+
+def test_newer_python_syntax_is_covered_by_ruff_and_the_skip_is_reported(repo: GitRepo) -> None:
+    repo.commit({"app.py": "x = 1\n"})
+    repo.git("checkout", "-q", "-b", "py312")
+    modern = (
+        "import sqlite3\n\ntype Row = tuple[str, ...]\n\n\n"
+        "def find(conn: sqlite3.Connection, name: str) -> list[Row]:\n"
+        "    return conn.execute(f\"SELECT * FROM t WHERE name = '{name}'\").fetchall()\n"
+    )
+    repo.commit({"modern.py": modern, "tests/test_modern.py": "from modern import find\n"})
+    report = review_json(repo)
+    sqli = by_place(report)[("modern.py", 7)]
+    assert sqli["source"] == "ruff:S608" and sqli["category"] == "security"
+    bandit_skip = [s for s in report["skipped"] if s["path"] == "modern.py" and "bandit" in s["by"]]
+    assert bandit_skip and "ruff" in bandit_skip[0]["reason"]
+
+
+def test_a_diff_with_non_utf8_bytes_is_reviewed(tmp_path: Path) -> None:
+    (tmp_path / "legacy.py").write_bytes(
+        "name = 'Jos\xe9'\npassword = 'hunter2hunter2'\n".encode("latin-1")
+    )
+    diff = (
+        b"diff --git a/legacy.py b/legacy.py\n--- a/legacy.py\n+++ b/legacy.py\n@@ -1 +1,2 @@\n"
+        b" name = 'Jos\xe9'\n+password = 'hunter2hunter2'\n"
+    )
+    proc = run_cli("review", str(tmp_path), "--diff", "-", "--format", "json", stdin=diff)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"path": "legacy.py", "reason": "not UTF-8 text", "by": "council"} in report["skipped"]
