@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Parsing reviewed code (ast) warns about *its* invalid escapes; that is not ours to print.
     warnings.filterwarnings("ignore", category=SyntaxWarning)
-    warnings.filterwarnings("ignore", message="invalid escape sequence", category=DeprecationWarning)
+    warnings.filterwarnings(
+        "ignore", message="invalid escape sequence", category=DeprecationWarning
+    )
     try:
         if args.command == "review":
             return review_command(args, Settings.from_env())

@@ -30,7 +30,11 @@ def test_terminal_gets_a_live_table_with_every_specialist() -> None:
     out = Terminal()
     with progress_display(out) as hook:
         hook("security", "running", None)
-        hook("performance", "done", AgentReport(agent="performance", status="timed_out", error="late"))
+        hook(
+            "performance",
+            "done",
+            AgentReport(agent="performance", status="timed_out", error="late"),
+        )
     screen = out.getvalue()
     assert "security" in screen and "running" in screen
     assert "timed_out, 0 findings" in screen and "(late)" in screen

@@ -48,7 +48,7 @@ class DetectedSecret:
 
 def plugin_names() -> list[str]:
     """Return the detect-secrets plugins we run: its defaults minus the noisy ones."""
-    classes = list(get_mapping_from_secret_type_to_class().values())
+    classes: list[type] = list(get_mapping_from_secret_type_to_class().values())
     return sorted(c.__name__ for c in classes if c.__name__ not in NOISY_PLUGINS)
 
 
@@ -63,7 +63,8 @@ def _patterns() -> dict[str, tuple[re.Pattern[str], ...]] | None:
     # MULTILINE keeping ^ and $ per line.
     keyword = re.compile("|".join(DENYLIST), re.IGNORECASE)
     found: dict[str, tuple[re.Pattern[str], ...]] = {"KeywordDetector": (keyword,)}
-    for cls in get_mapping_from_secret_type_to_class().values():
+    detectors: list[type] = list(get_mapping_from_secret_type_to_class().values())
+    for cls in detectors:
         name = cls.__name__
         if name in NOISY_PLUGINS or name in found:
             continue
