@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agents.markdown import code_span, plain, sanitise_block, suggestion_block, table_cell
 from agents.model import (
     SEVERITIES,
     AgentReport,
@@ -46,8 +47,6 @@ SUMMARY_BUDGET = 60_000
 
 # Per-item caps, so no single untrusted text can eat the whole comment.
 _TITLE_CHARS = 200
-_PATH_CHARS = 200
-_LINE_CHARS = 300
 _BODY_CHARS = 2_500
 _ASSESSMENT_CHARS = 3_000
 _SUGGESTION_CHARS = 6_000
@@ -69,99 +68,9 @@ _STATUS: dict[AgentStatus, str] = {
     "skipped": "⏭️ skipped",
 }
 
-# --- sanitising untrusted text ---------------------------------------------------------
+# --- markers ---------------------------------------------------------------------------
 
 _FP_MARKER = re.compile(r"<!-- pr-council:fp=([A-Za-z0-9_.-]{1,128}) -->")
-_MARKER_LIKE = re.compile(r"<!--(?=\s*pr-council)", re.IGNORECASE)
-_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
-_REFERENCE = re.compile(r"#(?=\d)")
-_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
-_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_BACKTICKS = re.compile(r"`+")
-_ZWJ = "\u200d"
-_ZWSP = "\u200b"
-
-
-def _unmark(text: str) -> str:
-    """Break anything that could pass for one of our hidden markers."""
-    return _MARKER_LIKE.sub(f"<!-{_ZWSP}-", text)
-
-
-def _prose(text: str) -> str:
-    """Make untrusted prose inert: no HTML, no comments, no @mentions, no #references."""
-    text = text.replace("\\", "\\\\").replace("`", "\\`")
-    text = text.replace("&", "&amp;").replace("<", "&lt;")
-    # GitHub notifies on @user / @org/team and cross-links #123; a joiner defuses both.
-    return _REFERENCE.sub(f"#{_ZWJ}", _MENTION.sub(f"@{_ZWJ}", text))
-
-
-def _inline(text: str) -> str:
-    """Sanitise one line of markdown, keeping balanced code spans as code."""
-    out: list[str] = []
-    pos = 0
-    for match in _CODE_SPAN.finditer(text):
-        out += [_prose(text[pos : match.start()]), _unmark(match.group(0))]
-        pos = match.end()
-    out.append(_prose(text[pos:]))
-    return "".join(out)
-
-
-def _one_line(text: str, limit: int = _LINE_CHARS) -> str:
-    """Flatten text to one line of at most `limit` characters."""
-    flat = " ".join(_CONTROL.sub(" ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _plain(text: str, limit: int = _LINE_CHARS) -> str:
-    """Return untrusted text as one safe markdown line."""
-    return _inline(_one_line(text, limit))
-
-
-def _code(text: str, limit: int = _PATH_CHARS) -> str:
-    """Wrap text in a code span whose fence outlasts any backticks inside it."""
-    flat = _unmark(_one_line(text, limit))
-    if not flat:
-        return ""
-    ticks = "`" * (max((len(r) for r in _BACKTICKS.findall(flat)), default=0) + 1)
-    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
-    return f"{ticks}{pad}{flat}{pad}{ticks}"
-
-
-def _block(text: str, limit: int) -> str:
-    """Sanitise multi-line markdown; fenced code stays verbatim and is always closed."""
-    lines: list[str] = []
-    fence = ""
-    for line in text[:limit].splitlines():
-        match = _FENCE.match(line)
-        if fence:
-            lines.append(_unmark(line))
-            fence = "" if match and _closes(fence, match) else fence
-        elif match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
-            fence = match.group(1)
-            lines.append(_unmark(line))
-        else:
-            lines.append(_inline(_BIDI.sub("", line)))
-    if fence:
-        lines.append(fence)
-    if len(text) > limit:
-        lines.append("\n*… (truncated)*")
-    return "\n".join(lines).strip()
-
-
-def _closes(fence: str, match: re.Match[str]) -> bool:
-    """Tell whether a fence-like line closes the open `fence` (CommonMark §4.5)."""
-    run, rest = match.group(1), match.group(2)
-    return run[0] == fence[0] and len(run) >= len(fence) and not rest.strip()
-
-
-def _cell(text: str) -> str:
-    """Return text safe inside a markdown table cell."""
-    return _plain(text, 200).replace("|", "\\|")
-
-
-# --- markers ---------------------------------------------------------------------------
 
 
 def fingerprint_marker(fp: str) -> str:
@@ -190,26 +99,22 @@ def _location(finding: Finding) -> str:
 
 
 def _title(text: str) -> str:
-    return _plain(text, _TITLE_CHARS) or "(untitled)"
+    return plain(text, _TITLE_CHARS) or "(untitled)"
 
 
 def _suggestion(text: str) -> str:
-    """Return a ```suggestion block whose fence no backtick run inside can close."""
+    """Return a ```suggestion block, or a note when it is too long for a comment."""
     if len(text) > _SUGGESTION_CHARS:
         return "*Suggested change omitted: too long for a comment; see the JSON report.*"
-    longest = max((len(r) for r in _BACKTICKS.findall(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    if not text:
-        return f"{fence}suggestion\n{fence}"
-    return f"{fence}suggestion\n{_unmark(text.removesuffix(chr(10)))}\n{fence}"
+    return suggestion_block(text)
 
 
 def _credit(finding: Finding) -> list[str]:
-    parts = [f"found by **{finding.agent}** via {_code(finding.source)}"]
+    parts = [f"found by **{finding.agent}** via {code_span(finding.source)}"]
     if finding.rule and finding.rule not in finding.source:
-        parts.append(f"rule {_code(finding.rule)}")
+        parts.append(f"rule {code_span(finding.rule)}")
     if finding.also_found_by:
-        parts.append("also " + ", ".join(_code(s) for s in finding.also_found_by[:10]))
+        parts.append("also " + ", ".join(code_span(s) for s in finding.also_found_by[:10]))
     parts.append(f"confidence {finding.confidence:.0%}")
     if finding.cwe:
         url = f"https://cwe.mitre.org/data/definitions/{finding.cwe}.html"
@@ -221,10 +126,10 @@ def _finding_md(finding: Finding) -> str:
     status = "🆕 new" if finding.status == "new" else "🔁 still open"
     meta = [status, *(["💬 inline"] if finding.placement == "inline" else []), *_credit(finding)]
     parts = [
-        f"**{_code(_location(finding))}** — {_title(finding.title)}\\\n<sub>{' · '.join(meta)}</sub>"
+        f"**{code_span(_location(finding))}** — {_title(finding.title)}\\\n<sub>{' · '.join(meta)}</sub>"
     ]
     if finding.body.strip():
-        parts.append(_block(finding.body, _BODY_CHARS))
+        parts.append(sanitise_block(finding.body, _BODY_CHARS))
     if finding.suggestion is not None:
         parts.append(_suggestion(finding.suggestion))
     return "\n\n".join(parts)
@@ -235,7 +140,7 @@ def render_inline_comment(finding: Finding) -> str:
     label = f"{_EMOJI[finding.severity]} **{finding.severity.capitalize()}**"
     parts = [f"{label} · {_title(finding.title)}"]
     if finding.body.strip():
-        parts.append(_block(finding.body, _BODY_CHARS))
+        parts.append(sanitise_block(finding.body, _BODY_CHARS))
     if finding.suggestion is not None:
         parts.append(_suggestion(finding.suggestion))
     parts.append(f"<sub>pr-council · {' · '.join(_credit(finding))}</sub>")
@@ -336,7 +241,7 @@ def _failures(review: Review) -> str:
         return ""
     lines = ["> [!WARNING]", "> This review is incomplete:"]
     for agent in broken:
-        why = f": {_plain(agent.error, 200)}" if agent.error else ""
+        why = f": {plain(agent.error, 200)}" if agent.error else ""
         lines.append(f"> - the **{agent.agent}** specialist {_WORDS[agent.status]}{why}")
     return "\n".join(lines)
 
@@ -346,7 +251,7 @@ def _head(review: Review) -> str:
     if review.findings:
         parts.append(_counts(review))
     if review.assessment.strip():
-        parts.append(_block(review.assessment, _ASSESSMENT_CHARS))
+        parts.append(sanitise_block(review.assessment, _ASSESSMENT_CHARS))
     return "\n\n".join(p for p in parts if p)
 
 
@@ -363,7 +268,7 @@ def _resolved(resolved: Sequence[PreviousFinding]) -> str:
     if not resolved:
         return ""
     items = [
-        f"{_title(p.title)} — {_code(p.path) or '(no path)'} (was {p.severity})"
+        f"{_title(p.title)} — {code_span(p.path) or '(no path)'} (was {p.severity})"
         for p in resolved[:_LIST_ITEMS]
     ]
     title = f"✅ Resolved since the last review ({len(resolved)})"
@@ -385,7 +290,7 @@ def _skip_list(title: str, skipped: Sequence[Skipped], collapse: bool) -> str:
     if not skipped:
         return ""
     items = [
-        f"{_code(s.path) or '(whole change)'} — {_plain(s.reason, 200)} ({_plain(s.by, 40)})"
+        f"{code_span(s.path) or '(whole change)'} — {plain(s.reason, 200)} ({plain(s.by, 40)})"
         for s in skipped[:_LIST_ITEMS]
     ]
     return _listing(title, items, len(skipped), collapse=collapse)
@@ -394,7 +299,7 @@ def _skip_list(title: str, skipped: Sequence[Skipped], collapse: bool) -> str:
 def _notes(notes: Sequence[str]) -> str:
     if not notes:
         return ""
-    return _listing("📝 Notes", [_plain(n) for n in notes[:_LIST_ITEMS]], len(notes), False)
+    return _listing("📝 Notes", [plain(n) for n in notes[:_LIST_ITEMS]], len(notes), False)
 
 
 # --- trace -----------------------------------------------------------------------------
@@ -417,8 +322,8 @@ def _agent_row(agent: AgentReport) -> str:
         str(len(agent.findings)),
         tokens,
         _cost(agent.cost_usd),
-        _cell(", ".join(agent.tools)) or "—",
-        _cell(agent.error or "") or "—",
+        table_cell(", ".join(agent.tools)) or "—",
+        table_cell(agent.error or "") or "—",
     ]
     return "| " + " | ".join(cells) + " |"
 

@@ -3,225 +3,38 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import re
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agents.analyzers.base import is_python, make_finding, relative, scratch_tree
-from agents.model import (
-    AgentName,
-    AnalyzerResult,
-    Finding,
-    ReviewContext,
-    Severity,
-    Skipped,
+from agents.analyzers.ruff_fix import fix_suggestion
+from agents.analyzers.ruff_output import RuffDiagnostic
+from agents.analyzers.ruff_rules import (
+    DEFAULT_STYLE_IGNORE,
+    DEFAULT_STYLE_SELECT,
+    PERF_SELECT,
+    SECURITY_CWE,
+    SECURITY_SELECT,
+    STYLE_NEVER,
+    SeverityFn,
+    perf_severity,
+    security_severity,
+    style_severity,
 )
+from agents.model import AgentName, AnalyzerResult, Finding, ReviewContext, Skipped
 
 RUFF_TIMEOUT_S = 60.0
-SYNTAX_ERROR = "invalid-syntax"
-
-# Without a repository config: ruff's own defaults (E4, E7, E9, F: real errors, no
-# formatter overlap) plus bugbear (likely bugs), pyupgrade (bounded by the repo's
-# requires-python) and ruff's own correctness rules. Import sorting (I) and
-# simplify (SIM) are left out: they impose a convention the repository has not
-# chosen (or has chosen through an isort config we do not read) and would nag on
-# nearly every pull request.
-DEFAULT_STYLE_SELECT: tuple[str, ...] = ("E4", "E7", "E9", "F", "B", "UP", "RUF")
-# B008 fights FastAPI/Typer `Depends()` defaults, B905 (zip strict) is a policy
-# choice, RUF001-003 flag legitimate non-English text, RUF012 wants ClassVar on
-# every ORM/framework class attribute.
-DEFAULT_STYLE_IGNORE: tuple[str, ...] = ("B008", "B905", "RUF001", "RUF002", "RUF003", "RUF012")
-# Rules other specialists own; the style agent never reports them.
-STYLE_NEVER: tuple[str, ...] = ("PERF", "ASYNC", "S")
-# Performance: ruff's perflint and async rules, plus the few rules elsewhere whose
-# point is avoidable work (a whole list built for one element, quadratic sums,
-# sorting for a min, any()/all() that cannot short-circuit, a file read into memory).
-PERF_SELECT: tuple[str, ...] = (
-    "PERF",
-    "ASYNC",
-    "C414",
-    "C419",
-    "RUF015",
-    "RUF017",
-    "FURB129",
-    "FURB192",
-)
-SECURITY_SELECT: tuple[str, ...] = ("S",)
 
 _MIN_MINOR, _MAX_MINOR = 7, 14
 
-SeverityRule = tuple[str, Severity, float]
-SeverityFn = Callable[[str], tuple[Severity, float]]
-
-# --- Severity tables: code prefix -> (severity, confidence); the longest prefix wins.
-
-STYLE_TABLE: tuple[SeverityRule, ...] = (
-    (SYNTAX_ERROR, "major", 1.0),
-    ("E9", "major", 1.0),  # E902: file unreadable
-    ("F", "major", 0.9),  # undefined names, redefinitions, `is` on literals, bad % / format
-    ("F401", "minor", 0.9),
-    ("F402", "minor", 0.8),
-    ("F403", "minor", 0.8),
-    ("F405", "minor", 0.7),
-    ("F541", "nit", 0.9),
-    ("F60", "minor", 0.8),  # repeated dict keys
-    ("F841", "minor", 0.9),
-    ("F842", "minor", 0.8),
-    ("B", "minor", 0.7),
-    ("E721", "minor", 0.8),
-    ("E722", "minor", 0.8),
-    ("PLE", "major", 0.8),
-    ("PLW", "minor", 0.6),
-    ("RUF006", "minor", 0.8),  # un-awaited task may be garbage-collected
-)
-STYLE_DEFAULT: tuple[Severity, float] = ("nit", 0.8)
-
-PERF_TABLE: tuple[SeverityRule, ...] = (
-    ("ASYNC", "minor", 0.7),
-    ("ASYNC110", "major", 0.7),  # busy-wait loop
-    ("ASYNC2", "major", 0.8),  # blocking I/O, sleep or subprocess inside async def
-    ("RUF017", "major", 0.8),  # quadratic list summation
-    ("PERF203", "minor", 0.5),  # only costly before 3.11's zero-cost exceptions
-    ("PERF4", "nit", 0.6),  # loop -> comprehension: a small constant factor
-)
-PERF_DEFAULT: tuple[Severity, float] = ("minor", 0.7)
-
-# Mirrors bandit's ratings for the same checks (ruff's S123 is bandit's B123);
-# ruff cannot tell a literal argument from user input, hence no `critical`.
-SECURITY_TABLE: tuple[SeverityRule, ...] = (
-    ("S101", "nit", 0.3),
-    ("S102", "major", 0.7),
-    ("S104", "major", 0.6),
-    ("S113", "major", 0.6),
-    ("S201", "major", 0.6),
-    ("S301", "major", 0.6),
-    ("S307", "major", 0.7),
-    ("S310", "major", 0.5),
-    ("S312", "major", 0.7),
-    ("S321", "major", 0.7),
-    ("S324", "major", 0.7),
-    ("S4", "nit", 0.5),  # importing a risky module is information, not a finding
-    ("S413", "major", 0.8),
-    ("S5", "major", 0.7),
-    ("S601", "major", 0.6),
-    ("S602", "major", 0.8),
-    ("S603", "nit", 0.3),
-    ("S604", "major", 0.6),
-    ("S605", "major", 0.8),
-    ("S607", "nit", 0.3),
-    ("S608", "major", 0.6),
-    ("S609", "major", 0.6),
-    ("S61", "major", 0.6),
-    ("S7", "major", 0.7),
-)
-SECURITY_DEFAULT: tuple[Severity, float] = ("minor", 0.6)
-
-SECURITY_CWE: Mapping[str, int] = {
-    "S102": 78,
-    "S104": 605,
-    "S105": 259,
-    "S106": 259,
-    "S107": 259,
-    "S108": 377,
-    "S113": 400,
-    "S301": 502,
-    "S307": 78,
-    "S311": 330,
-    "S324": 327,
-    "S501": 295,
-    "S506": 20,
-    "S602": 78,
-    "S605": 78,
-    "S608": 89,
-    "S701": 94,
-}
-
-
-def lookup(
-    table: Sequence[SeverityRule], code: str, default: tuple[Severity, float]
-) -> tuple[Severity, float]:
-    """Return (severity, confidence) of the longest table prefix matching `code`."""
-    best: SeverityRule | None = None
-    for rule in table:
-        if code.startswith(rule[0]) and (best is None or len(rule[0]) > len(best[0])):
-            best = rule
-    return (best[1], best[2]) if best else default
-
-
-def style_severity(code: str) -> tuple[Severity, float]:
-    """Rate a style diagnostic."""
-    return lookup(STYLE_TABLE, code, STYLE_DEFAULT)
-
-
-def perf_severity(code: str) -> tuple[Severity, float]:
-    """Rate a performance diagnostic."""
-    return lookup(PERF_TABLE, code, PERF_DEFAULT)
-
-
-def security_severity(code: str) -> tuple[Severity, float]:
-    """Rate a flake8-bandit diagnostic."""
-    return lookup(SECURITY_TABLE, code, SECURITY_DEFAULT)
-
-
-# --- Ruff's JSON output.
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class RuffLocation(_Model):
-    """A 1-based row and (character) column."""
-
-    row: int
-    column: int
-
-
-class RuffEdit(_Model):
-    """Replace the text between two locations."""
-
-    content: str
-    location: RuffLocation
-    end_location: RuffLocation
-
-
-class RuffFix(_Model):
-    """Ruff's proposed fix for one diagnostic."""
-
-    applicability: str = "safe"
-    message: str | None = None
-    edits: tuple[RuffEdit, ...] = ()
-
-
-class RuffDiagnostic(_Model):
-    """One entry of `ruff check --output-format json`."""
-
-    code: str | None = None
-    name: str | None = None
-    message: str
-    filename: str
-    location: RuffLocation
-    end_location: RuffLocation
-    fix: RuffFix | None = None
-    url: str | None = None
-
-    @property
-    def rule(self) -> str:
-        """Return the rule code, `invalid-syntax` for a parse error."""
-        return self.code or SYNTAX_ERROR
-
-    @property
-    def is_syntax_error(self) -> bool:
-        """Tell whether ruff could not parse the file."""
-        return self.rule == SYNTAX_ERROR
-
+# --- Running ruff.
 
 _DIAGNOSTICS = TypeAdapter(list[RuffDiagnostic])
 
@@ -258,68 +71,6 @@ def run_ruff(
         return _DIAGNOSTICS.validate_json(done.stdout)
     except ValidationError as exc:
         raise RuffError("ruff's JSON report was not readable") from exc
-
-
-# --- Fixes as suggestions.
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_TRAILING_BREAK = re.compile(r"(?:\r\n|\r|\n)\Z")
-
-
-def _line_starts(text: str) -> list[int]:
-    """Return each line's start offset (ruff's line breaks), plus the text's end."""
-    return [0, *(m.end() for m in _LINE_BREAK.finditer(text)), len(text)]
-
-
-def _offset(starts: Sequence[int], loc: RuffLocation) -> int:
-    """Turn a 1-based row/column into a string offset (past the end clamps to the end)."""
-    if loc.row > len(starts) - 1:
-        return starts[-1]
-    return min(starts[loc.row - 1] + loc.column - 1, starts[-1])
-
-
-def fix_suggestion(text: str, *diags: RuffDiagnostic) -> str | None:
-    """Return the diagnostics' lines as ruff's fixes would leave them, or None.
-
-    The lines run from the first diagnostic's row to the last one's end row. None when
-    a diagnostic has no usable fix, an edit reaches outside those lines, or edits
-    overlap; an empty string means "delete these lines".
-    """
-    fixes = [d.fix for d in diags]
-    if not fixes or any(
-        f is None or not f.edits or f.applicability == "display-only" for f in fixes
-    ):
-        return None
-    starts = _line_starts(text)
-    first_row = min(d.location.row for d in diags)
-    first = starts[min(first_row, len(starts) - 1) - 1]
-    last_row = max(d.end_location.row for d in diags)
-    last = _offset(starts, RuffLocation(row=last_row + 1, column=1))
-    edits = [e for f in fixes if f is not None for e in f.edits]
-    spans = sorted(
-        (_offset(starts, e.location), _offset(starts, e.end_location), e.content) for e in edits
-    )
-    if any(start < first or end > last for start, end, _ in spans) or _overlap(spans):
-        return None
-    segment = text[first:last]
-    for start, end, content in reversed(spans):
-        segment = segment[: start - first] + content + segment[end - first :]
-    return _whole_lines(text[first:last], segment)
-
-
-def _overlap(spans: Sequence[tuple[int, int, str]]) -> bool:
-    """Tell whether sorted edit spans overlap (two fixes touching the same text)."""
-    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
-
-
-def _whole_lines(before: str, after: str) -> str | None:
-    """Drop the final line break; None if the fix joined the lines to the next or did nothing."""
-    if not after:
-        return ""
-    if _TRAILING_BREAK.search(before) and not _TRAILING_BREAK.search(after):
-        return None
-    lines = _TRAILING_BREAK.sub("", after, count=1)
-    return None if lines == _TRAILING_BREAK.sub("", before, count=1) else lines
 
 
 # --- The repository's configuration.

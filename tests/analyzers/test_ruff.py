@@ -6,20 +6,10 @@ import re
 
 import pytest
 
-from agents.analyzers.ruff import (
-    RuffDiagnostic,
-    RuffEdit,
-    RuffFix,
-    RuffLocation,
-    fix_suggestion,
-    perf_ruff,
-    perf_severity,
-    security_ruff,
-    security_severity,
-    style_ruff,
-    style_severity,
-    target_version,
-)
+from agents.analyzers.ruff import perf_ruff, security_ruff, style_ruff, target_version
+from agents.analyzers.ruff_fix import fix_suggestion
+from agents.analyzers.ruff_output import RuffDiagnostic, RuffEdit, RuffFix, RuffLocation
+from agents.analyzers.ruff_rules import perf_severity, security_severity, style_severity
 from agents.model import Finding, fingerprint
 from tests.helpers import context_from
 
