@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import anyio
 
+from agents.analyzers.gate import tool_gate
 from agents.model import (
     AgentName,
     AgentReport,
@@ -102,18 +103,21 @@ async def _parallel(
 ) -> list[AgentReport]:
     """Fan out in one task group; results keep the council's order."""
     reports: list[AgentReport | None] = [None] * len(council)
+    idle = {r.name: r.idle_reason(ctx) if adaptive else None for r in council}
 
     async def one(i: int, reviewer: Reviewer) -> None:
-        idle = reviewer.idle_reason(ctx) if adaptive else None
-        if idle is not None:
-            reports[i] = _skipped(reviewer.name, idle, clock)
+        reason = idle[reviewer.name]
+        if reason is not None:
+            reports[i] = _skipped(reviewer.name, reason, clock)
             progress(reviewer.name, "done", reports[i])
             return
         reports[i] = await _isolated(reviewer, ctx, (), budget, clock, progress)
 
-    async with anyio.create_task_group() as tg:
-        for i, reviewer in enumerate(council):
-            tg.start_soon(one, i, reviewer)
+    tools = [t for r in council if idle[r.name] is None for t in getattr(r, "tool_names", ())]
+    with tool_gate(tools):
+        async with anyio.create_task_group() as tg:
+            for i, reviewer in enumerate(council):
+                tg.start_soon(one, i, reviewer)
     return [r for r in reports if r is not None]
 
 

@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 
 from agents.analyzers.base import Analyzer
+from agents.analyzers.gate import gated, spawns_process
 from agents.model import (
     AgentName,
     AgentReport,
@@ -53,6 +54,11 @@ class Specialist:
     # Returns why the specialist has nothing to look at in this change, or None.
     idle_reason: Relevance = field(default=lambda ctx: None)
     model_pass: ModelPass | None = None
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """Return the names of the analyzers that spawn a tool subprocess."""
+        return tuple(a.name for a in self.analyzers if spawns_process(a))
 
     async def review(self, ctx: ReviewContext, prior: Sequence[Finding] = ()) -> AgentReport:
         """Run the analyzers concurrently, filter to the diff and return the report."""
@@ -102,7 +108,8 @@ async def _run_all(analyzers: Sequence[Analyzer], ctx: ReviewContext) -> list[An
 def _guarded(analyzer: Analyzer, ctx: ReviewContext) -> AnalyzerResult:
     """Run one analyzer; a crash becomes a note, not a lost specialist."""
     try:
-        return analyzer.run(ctx)
+        with gated(analyzer.name, spawns_process(analyzer)):
+            return analyzer.run(ctx)
     except Exception as exc:  # one tool's bug must not sink its siblings
         reason = f"{analyzer.name} failed: {type(exc).__name__}: {exc}"
         return AnalyzerResult(

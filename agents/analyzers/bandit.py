@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -140,6 +140,9 @@ class _Scan:
 @dataclass(frozen=True)
 class BanditAnalyzer:
     """Bandit on the changed Python files, honouring `# nosec` and `[tool.bandit]`."""
+
+    # Spawns a tool subprocess: starts before the GIL-bound analyzers (analyzers/gate.py).
+    spawns_process: ClassVar[bool] = True
 
     name: str = "bandit"
     timeout: float = BANDIT_TIMEOUT_S

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from agents.analyzers.gate import launching
 from agents.model import (
     AgentName,
     AnalyzerResult,
@@ -89,6 +90,7 @@ def scratch_tree(files: Mapping[str, str]) -> Iterator[Path]:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
+        launching()
         yield root
 
 

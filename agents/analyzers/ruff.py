@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -169,6 +170,9 @@ def _run_in(
 @dataclass(frozen=True)
 class RuffAnalyzer:
     """Ruff with one rule selection, reporting for one specialist."""
+
+    # Spawns a tool subprocess: starts before the GIL-bound analyzers (analyzers/gate.py).
+    spawns_process: ClassVar[bool] = True
 
     name: str
     agent: AgentName
