@@ -445,7 +445,8 @@ class JsonReport(_Json):
     files_reviewed: int
 
 
-def _json_agent(agent: AgentReport) -> JsonAgent:
+def json_agent(agent: AgentReport) -> JsonAgent:
+    """Summarise one specialist for the JSON report and the trace."""
     return JsonAgent(
         name=agent.agent,
         status=agent.status,
@@ -468,7 +469,7 @@ def json_report(review: Review) -> JsonReport:
         findings=review.findings,
         resolved=review.resolved,
         skipped=review.skipped,
-        agents=tuple(_json_agent(a) for a in review.agents),
+        agents=tuple(json_agent(a) for a in review.agents),
         summary_markdown=render_markdown(review),
         duration_ms=round(review.duration_ms, 3),
         cost_usd=round(review.cost_usd, 6),

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agents.model import AgentStatus, Mode, Review, Span
+from agents.model import Mode, Review, Span
+from agents.render import JsonAgent, json_agent
 
 
-class _AgentTrace(BaseModel):
-    name: str
-    status: AgentStatus
+class _AgentTrace(JsonAgent):
+    """A specialist's JSON report line, plus when it started and ended."""
+
     start_ms: float
     end_ms: float
-    duration_ms: float
-    finding_count: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    error: str | None
-    tools: list[str]
 
 
 class _Trace(BaseModel):
@@ -34,17 +28,7 @@ def render_trace(review: Review) -> str:
     """Return the trace: per specialist status, timing, tokens and cost; totals; mode."""
     agents = [
         _AgentTrace(
-            name=a.agent,
-            status=a.status,
-            start_ms=round(a.start_ms, 1),
-            end_ms=round(a.end_ms, 1),
-            duration_ms=round(a.duration_ms, 1),
-            finding_count=len(a.findings),
-            input_tokens=a.input_tokens,
-            output_tokens=a.output_tokens,
-            cost_usd=a.cost_usd,
-            error=a.error,
-            tools=list(a.tools),
+            **json_agent(a).model_dump(), start_ms=round(a.start_ms, 1), end_ms=round(a.end_ms, 1)
         )
         for a in review.agents
     ]

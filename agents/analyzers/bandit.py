@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -13,7 +12,14 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agents.analyzers.base import is_python, make_finding, relative, scratch_tree
+from agents.analyzers.base import (
+    ToolError,
+    is_python,
+    make_finding,
+    relative,
+    run_tool,
+    scratch_tree,
+)
 from agents.analyzers.ruff import safe_path, security_ruff
 from agents.analyzers.test_map import is_test_path
 from agents.model import AnalyzerResult, Finding, ReviewContext, Severity, Skipped
@@ -82,7 +88,7 @@ class BanditReport(_Model):
     errors: tuple[BanditFileError, ...] = ()
 
 
-class BanditFailed(RuntimeError):
+class BanditFailed(ToolError):
     """Bandit did not run or did not produce a report."""
 
 
@@ -93,23 +99,11 @@ def run_bandit(
     # A subprocess, not bandit's API: as fast (measured), and it frees the GIL for the
     # other specialists and isolates us from crashes and warnings on odd code.
     command = [sys.executable, "-m", "bandit", "-f", "json", "-q", "--exit-zero", *args]
+    out = run_tool(
+        "bandit", [*command, "--", *paths], cwd=root, timeout=timeout, error=BanditFailed
+    )
     try:
-        done = subprocess.run(
-            [*command, "--", *paths],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BanditFailed(f"bandit timed out after {timeout:g} s") from exc
-    except OSError as exc:
-        raise BanditFailed(f"bandit could not be started: {exc.strerror or exc}") from exc
-    if done.returncode != 0:
-        raise BanditFailed(f"bandit exited with status {done.returncode}")
-    try:
-        return BanditReport.model_validate_json(done.stdout)
+        return BanditReport.model_validate_json(out)
     except ValidationError as exc:
         raise BanditFailed("bandit's JSON report was not readable") from exc
 

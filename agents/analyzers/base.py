@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,27 @@ class Analyzer(Protocol):
     def run(self, ctx: ReviewContext) -> AnalyzerResult:
         """Analyze the change; blocking, so the caller runs it in a worker thread."""
         ...
+
+
+class ToolError(RuntimeError):
+    """A tool subprocess did not run or did not produce a report; the message is one line."""
+
+
+def run_tool(
+    name: str, command: list[str], *, cwd: Path, timeout: float, error: type[ToolError] = ToolError
+) -> str:
+    """Run a tool's command and return its stdout; raise `error` saying what went wrong."""
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise error(f"{name} timed out after {timeout:g} s") from exc
+    except OSError as exc:
+        raise error(f"{name} could not be started: {exc.strerror or exc}") from exc
+    if done.returncode != 0:
+        raise error(f"{name} exited with status {done.returncode}")
+    return done.stdout
 
 
 def is_python(path: str) -> bool:

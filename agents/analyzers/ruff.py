@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import subprocess
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,14 @@ from typing import ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from agents.analyzers.base import is_python, make_finding, relative, scratch_tree
+from agents.analyzers.base import (
+    ToolError,
+    is_python,
+    make_finding,
+    relative,
+    run_tool,
+    scratch_tree,
+)
 from agents.analyzers.ruff_fix import fix_suggestion
 from agents.analyzers.ruff_output import RuffDiagnostic
 from agents.analyzers.ruff_rules import (
@@ -40,7 +46,7 @@ _MIN_MINOR, _MAX_MINOR = 7, 14
 _DIAGNOSTICS = TypeAdapter(list[RuffDiagnostic])
 
 
-class RuffError(RuntimeError):
+class RuffError(ToolError):
     """Ruff did not run or did not produce a report."""
 
 
@@ -57,19 +63,14 @@ def run_ruff(
 ) -> list[RuffDiagnostic]:
     """Run `ruff check` on `paths` under `root`; raise RuffError when it fails."""
     try:
-        command = [ruff_binary(), "check", "--output-format", "json", "--no-cache"]
-        command += ["--exit-zero", "--no-fix", *args, "--", *paths]
-        done = subprocess.run(
-            command, cwd=root, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except OSError as exc:
-        raise RuffError(f"ruff could not be started: {exc.strerror or exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RuffError(f"ruff timed out after {timeout:g} s") from exc
-    if done.returncode != 0:
-        raise RuffError(f"ruff exited with status {done.returncode}")
+        binary = ruff_binary()
+    except OSError as exc:  # find_ruff_bin raises FileNotFoundError without a binary
+        raise RuffError(f"ruff could not be started: {exc}") from exc
+    command = [binary, "check", "--output-format", "json", "--no-cache", "--exit-zero"]
+    command += ["--no-fix", *args, "--", *paths]
+    out = run_tool("ruff", command, cwd=root, timeout=timeout, error=RuffError)
     try:
-        return _DIAGNOSTICS.validate_json(done.stdout)
+        return _DIAGNOSTICS.validate_json(out)
     except ValidationError as exc:
         raise RuffError("ruff's JSON report was not readable") from exc
 
