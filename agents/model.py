@@ -271,11 +271,13 @@ class Review(_Frozen):
     assessment: str = ""
     duration_ms: float = 0.0
     files_reviewed: int = 0
+    # Model calls made by synthesis itself (verification, assessment).
+    synthesis_cost_usd: float = 0.0
 
     @property
     def cost_usd(self) -> float:
-        """Return the summed cost of every specialist's model calls."""
-        return sum(a.cost_usd for a in self.agents)
+        """Return the summed cost of every model call of the review."""
+        return sum(a.cost_usd for a in self.agents) + self.synthesis_cost_usd
 
     @property
     def inline(self) -> tuple[Finding, ...]:

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 import anyio
 
 from agents.analyzers.gate import tool_gate
+from agents.llm import LLM
 from agents.model import (
     AgentName,
     AgentReport,
@@ -20,6 +21,7 @@ from agents.model import (
     Span,
 )
 from agents.synthesis import synthesize
+from agents.verify import assess, verify
 
 Phase = Literal["queued", "running", "done"]
 ProgressHook = Callable[[AgentName, Phase, AgentReport | None], None]
@@ -47,6 +49,8 @@ class Budget:
     """Time limits for one review."""
 
     specialist_s: float = 120.0
+    # Findings below this confidence (and every critical one) are re-checked by the model.
+    verify_below: float = 0.6
 
 
 def _no_progress(agent: AgentName, phase: Phase, report: AgentReport | None) -> None:
@@ -71,6 +75,7 @@ async def convene(
     mode: Mode = "parallel",
     budget: Budget = Budget(),
     progress: ProgressHook | None = None,
+    llm: LLM | None = None,
 ) -> Review:
     """Run the council on `ctx` in `mode` and return the synthesized review."""
     clock = _Clock(time.perf_counter())
@@ -87,9 +92,25 @@ async def convene(
     reports += [_disabled(r.name, clock) for r in council if r not in enabled]
     start = clock.ms()
     review = synthesize(ctx, reports, mode=mode)
-    synthesis = Span(name="synthesis", status="ok", start_ms=start, end_ms=clock.ms())
-    spans = (*(_span(r) for r in reports if r.status != "skipped"), synthesis)
-    return review.model_copy(update={"trace": spans, "duration_ms": clock.ms()})
+    spans = [*(_span(r) for r in reports if r.status != "skipped")]
+    spans.append(Span(name="synthesis", status="ok", start_ms=start, end_ms=clock.ms()))
+    if llm is not None:
+        review = await _model_synthesis(ctx, review, llm, budget, clock, spans)
+    return review.model_copy(update={"trace": tuple(spans), "duration_ms": clock.ms()})
+
+
+async def _model_synthesis(
+    ctx: ReviewContext, review: Review, llm: LLM, budget: Budget, clock: _Clock, spans: list[Span]
+) -> Review:
+    """Verify doubtful and critical findings, then assess: sequential after the fan-out."""
+    start = clock.ms()
+    checked = await verify(ctx, review, llm, budget.verify_below)
+    spans.append(Span(name="verification", status="ok", start_ms=start, end_ms=clock.ms()))
+    start = clock.ms()
+    assessed = await assess(checked.review, llm)
+    spans.append(Span(name="assessment", status="ok", start_ms=start, end_ms=clock.ms()))
+    review, cost = assessed.review, checked.cost_usd + assessed.cost_usd
+    return review.model_copy(update={"synthesis_cost_usd": cost})
 
 
 async def _parallel(

@@ -25,11 +25,40 @@ from agents.model import (
 class ModelPassResult(Protocol):
     """What a model pass hands back: findings plus what they cost."""
 
-    findings: tuple[Finding, ...]
-    notes: tuple[str, ...]
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Return the model's validated findings."""
+        ...
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Return one-line notes for the summary."""
+        ...
+
+    @property
+    def skipped(self) -> tuple[Skipped, ...]:
+        """Return the parts the model was not shown."""
+        ...
+
+    @property
+    def error(self) -> str | None:
+        """Return why the pass is missing, if it is."""
+        ...
+
+    @property
+    def input_tokens(self) -> int:
+        """Return prompt tokens used."""
+        ...
+
+    @property
+    def output_tokens(self) -> int:
+        """Return output tokens used."""
+        ...
+
+    @property
+    def cost_usd(self) -> float:
+        """Return the pass's cost."""
+        ...
 
 
 class ModelPass(Protocol):
@@ -85,9 +114,11 @@ class Specialist:
             update={
                 "findings": report.findings + tuple(f for f in extra.findings if _in_scope(f, ctx)),
                 "notes": report.notes + extra.notes,
+                "skipped": report.skipped + extra.skipped,
                 "input_tokens": extra.input_tokens,
                 "output_tokens": extra.output_tokens,
                 "cost_usd": extra.cost_usd,
+                "error": extra.error,
             }
         )
 

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import anyio
 
 from agents.diff import DiffError, new_file_texts, parse_diff
+from agents.llm import LLM, anthropic_llm
 from agents.model import Mode, Review, at_least
 from agents.render import render_json, render_markdown, render_sarif
 from bot import local
@@ -106,22 +107,33 @@ def review_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--post applies to pull request URLs only")
     job = _local_job(args)
     ctx = build_context(job.change, job.tree, job.config)
+    llm = _llm(args, settings)
     with progress_display(sys.stderr) as hook:
-        review = anyio.run(partial(run_review, ctx, mode=args.mode, progress=hook))
-    review = review.model_copy(update={"notes": (*review.notes, _model_note(args, settings))})
+        review = anyio.run(partial(run_review, ctx, mode=args.mode, progress=hook, llm=llm))
+    if llm is None:
+        review = review.model_copy(update={"notes": (*review.notes, _model_note(args))})
     _emit(_render(review, args.format), args.output)
     if args.trace:
         Path(args.trace).write_text(render_trace(review), encoding="utf-8")
     return exit_code(review, args.fail_on or job.config.fail_on or "never")
 
 
-def _model_note(args: argparse.Namespace, settings: Settings) -> str:
+def _llm(args: argparse.Namespace, settings: Settings) -> LLM | None:
+    """Build the model client unless offline or without a key."""
+    if args.offline or settings.anthropic_api_key is None:
+        return None
+    return anthropic_llm(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        model=settings.model,
+        base_url=settings.anthropic_base_url,
+    )
+
+
+def _model_note(args: argparse.Namespace) -> str:
     """Say plainly why no model took part."""
     if args.offline:
         return "analyzers only: --offline"
-    if settings.anthropic_api_key is None:
-        return "analyzers only: no ANTHROPIC_API_KEY set"
-    return "analyzers only: the model pass is not available in this version"
+    return "analyzers only: no ANTHROPIC_API_KEY set"
 
 
 def exit_code(review: Review, fail_on: FailOn) -> int:

@@ -116,6 +116,7 @@ class Settings(BaseModel):
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
     model: str | None = None
     database_url: str | None = None
     state_dir: Path = Path(".pr-council")
@@ -130,6 +131,7 @@ class Settings(BaseModel):
             github_api_url=environ.get("GITHUB_API_URL") or "https://api.github.com",
             github_token=_secret(environ.get("GITHUB_TOKEN")),
             anthropic_api_key=_secret(environ.get("ANTHROPIC_API_KEY")),
+            anthropic_base_url=environ.get("ANTHROPIC_BASE_URL") or None,
             model=environ.get("PR_COUNCIL_MODEL") or None,
             database_url=environ.get("PR_COUNCIL_DATABASE_URL") or None,
             state_dir=Path(environ.get("PR_COUNCIL_STATE_DIR") or ".pr-council"),

@@ -9,7 +9,9 @@ from typing import Protocol
 
 from agents.analyzers.test_map import is_test_file, is_test_path
 from agents.council import default_council
+from agents.llm import LLM
 from agents.model import ChangedFile, Diff, Mode, PreviousFinding, Review, ReviewContext, Skipped
+from agents.model_pass import ClaudePass
 from agents.orchestrator import Budget, ProgressHook, convene
 from agents.specialist import is_ignored
 from bot.config import RepoConfig
@@ -139,7 +141,13 @@ def _texts(tree: SourceTree, paths: Sequence[str]) -> dict[str, str]:
 
 
 async def run_review(
-    ctx: ReviewContext, *, mode: Mode = "parallel", progress: ProgressHook | None = None
+    ctx: ReviewContext,
+    *,
+    mode: Mode = "parallel",
+    progress: ProgressHook | None = None,
+    llm: LLM | None = None,
 ) -> Review:
-    """Convene the default council on a context."""
-    return await convene(ctx, default_council(), mode=mode, budget=Budget(), progress=progress)
+    """Convene the default council on a context, with a model pass when `llm` is given."""
+    model_pass = ClaudePass(llm) if llm is not None else None
+    council = default_council(model_pass)
+    return await convene(ctx, council, mode=mode, budget=Budget(), progress=progress, llm=llm)
