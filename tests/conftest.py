@@ -2,6 +2,8 @@
 
 import pytest
 
+pytest_plugins = ["tests.fakes.anthropic_api"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:
