@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import anthropic
 import anyio
+import httpx2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
@@ -28,6 +29,8 @@ ErrorKind = Literal[
     "auth",
     "not_found",
     "bad_request",
+    "billing",
+    "budget",
 ]
 _TRANSIENT: frozenset[ErrorKind] = frozenset(
     {
@@ -40,6 +43,8 @@ _TRANSIENT: frozenset[ErrorKind] = frozenset(
         "truncated",
     }
 )
+# Failures that no retry, fallback or later call in the same review can fix.
+FATAL: frozenset[ErrorKind] = frozenset({"auth", "billing", "not_found"})
 _EPHEMERAL = {"type": "ephemeral"}
 _TOOL = "submit"
 
@@ -127,6 +132,7 @@ class LLMError(Exception):
         super().__init__(message)
         self.kind: ErrorKind = kind
         self.usage = usage or Usage()
+        self.cost_usd = 0.0
         self.retry_after: float | None = None
 
     @property
@@ -167,34 +173,36 @@ class AnthropicLLM:
         self, prompt: Prompt, output: type[T], *, on_prefix_cached: PrefixHook | None = None
     ) -> Reply[T]:
         """Try each model in turn, retrying transient failures with capped backoff."""
-        spent, last = Usage(), LLMError("connection", "no model configured")
+        spent, cost, last = Usage(), 0.0, LLMError("connection", "no model configured")
+        tries = 0
         for model in self.models:
             for attempt in range(1, self.attempts + 1):
+                tries += 1
                 try:
                     reply = await self._once(model, prompt, output, on_prefix_cached)
                 except LLMError as exc:
-                    spent, last = spent + exc.usage, exc
+                    spent, cost, last = spent + exc.usage, cost + self.price(model, exc.usage), exc
                     if exc.kind == "not_found":
                         break  # this model is unknown here: the next one may not be
                     if not exc.transient:
-                        raise self._with_usage(exc, spent) from exc
+                        raise _spent(exc, spent, cost) from exc
                     if attempt < self.attempts:
                         await self.sleep(self._backoff(attempt, exc.retry_after))
                     continue
-                return self._billed(reply, spent, attempt)
-        raise self._with_usage(last, spent)
+                usage = reply.usage + spent
+                total = cost + self.price(model, reply.usage)
+                return Reply(reply.value, reply.model, usage, total, tries)
+        raise _spent(last, spent, cost)
 
-    def _billed(self, reply: Reply[T], spent: Usage, attempts: int) -> Reply[T]:
-        """Add the failed attempts' usage to a successful reply."""
-        usage = reply.usage + spent
-        price = self.prices.get(reply.model, _UNKNOWN_PRICE)
-        return Reply(reply.value, reply.model, usage, price.cost(usage), attempts)
+    @property
+    def dearest(self) -> Price:
+        """Return the highest price of the configured models, for budget reservations."""
+        known = [self.prices.get(m, _UNKNOWN_PRICE) for m in self.models] or [_UNKNOWN_PRICE]
+        return max(known, key=lambda p: (p.input, p.output))
 
-    @staticmethod
-    def _with_usage(exc: LLMError, usage: Usage) -> LLMError:
-        """Return `exc` carrying the total usage of every attempt."""
-        exc.usage = usage
-        return exc
+    def price(self, model: str, usage: Usage) -> float:
+        """Return what `usage` on `model` costs, by the configured price table."""
+        return self.prices.get(model, _UNKNOWN_PRICE).cost(usage)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Wait as the server asks, but never longer than our cap (the SDK has none)."""
@@ -213,6 +221,12 @@ class AnthropicLLM:
             raise LLMError("timeout", f"no answer within {self.call_timeout_s:g} s") from exc
         except anthropic.APIError as exc:
             raise _classify(exc) from exc
+        except httpx2.TimeoutException as exc:  # a stalled stream escapes the SDK unwrapped
+            raise LLMError("timeout", "the answer stalled mid-stream") from exc
+        except httpx2.TransportError as exc:
+            raise LLMError("connection", "the connection broke mid-answer") from exc
+        except ValueError as exc:  # the SDK's partial JSON parser on a malformed tool input
+            raise LLMError("invalid_output", "the answer was not valid JSON") from exc
         usage = _usage(message.usage)
         value = _parse(message, output, usage)
         return Reply(value, model, usage, 0.0)
@@ -286,6 +300,26 @@ def _first_error(exc: ValidationError) -> str:
     return f"invalid answer: {where}: {err['msg']}"
 
 
+def _spent(exc: LLMError, usage: Usage, cost: float) -> LLMError:
+    """Return `exc` carrying the usage and cost of every attempt."""
+    exc.usage, exc.cost_usd = usage, cost
+    return exc
+
+
+# Error `type`s of the API's error body (docs: "Errors"); a streamed `error` event
+# arrives on an HTTP 200, so the type, not the status, is what names it.
+_ERROR_TYPES: Mapping[str, ErrorKind] = {
+    "rate_limit_error": "rate_limited",
+    "overloaded_error": "overloaded",
+    "api_error": "server_error",
+    "timeout_error": "timeout",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "billing_error": "billing",
+    "not_found_error": "not_found",
+}
+
+
 def _classify(exc: anthropic.APIError) -> LLMError:
     """Map an SDK error onto our kinds, keeping `retry-after` (Anthropic errors docs)."""
     if isinstance(exc, anthropic.APITimeoutError):
@@ -294,22 +328,31 @@ def _classify(exc: anthropic.APIError) -> LLMError:
         return LLMError("connection", "could not reach the API")
     if not isinstance(exc, anthropic.APIStatusError):
         return LLMError("invalid_output", f"unreadable answer: {type(exc).__name__}")
-    error = LLMError(_status_kind(exc.status_code), f"HTTP {exc.status_code}: {_brief(exc)}")
-    error.retry_after = _retry_after(exc.response.headers.get("retry-after"))
+    kind = _ERROR_TYPES.get(_error_type(exc)) or _status_kind(exc.status_code)
+    error = LLMError(kind, f"HTTP {exc.status_code}: {_brief(exc)}")
+    error.retry_after = _retry_after(exc.response.headers)
     return error
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    """Return the `error.type` of an API error body, or ''."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
 
 
 def _status_kind(status: int) -> ErrorKind:
     """Name an HTTP status."""
-    if status == 429:
-        return "rate_limited"
-    if status == 529:
-        return "overloaded"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    return "server_error" if status >= 500 else "bad_request"
+    kinds: Mapping[int, ErrorKind] = {
+        429: "rate_limited",
+        529: "overloaded",
+        401: "auth",
+        403: "auth",
+        402: "billing",
+        404: "not_found",
+        408: "timeout",
+    }
+    return kinds.get(status) or ("server_error" if status >= 500 else "bad_request")
 
 
 def _brief(exc: anthropic.APIStatusError) -> str:
@@ -319,13 +362,19 @@ def _brief(exc: anthropic.APIStatusError) -> str:
     return " ".join(str(detail.get("message") or exc.message).split())[:200]
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Parse a `retry-after` header given in seconds."""
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Read `retry-after-ms` or `retry-after` in seconds (the SDK prefers the former)."""
+    millis = _seconds(headers.get("retry-after-ms"))
+    return millis / 1000 if millis is not None else _seconds(headers.get("retry-after"))
+
+
+def _seconds(value: str | None) -> float | None:
+    """Parse a non-negative number, or None."""
     try:
-        seconds = float(value) if value is not None else math.nan
+        number = float(value) if value is not None else math.nan
     except ValueError:
         return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def anthropic_llm(
@@ -334,6 +383,7 @@ def anthropic_llm(
     model: str | None = None,
     fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
     base_url: str | None = None,
+    prices: Mapping[str, Price] = DEFAULT_PRICES,
     call_timeout_s: float = 90.0,
 ) -> AnthropicLLM:
     """Build the production LLM; the SDK's own retries are off because ours are bounded."""
@@ -341,4 +391,6 @@ def anthropic_llm(
         api_key=api_key, base_url=base_url, max_retries=0, timeout=call_timeout_s
     )
     models = tuple(dict.fromkeys((model or DEFAULT_MODEL, *fallbacks)))
-    return AnthropicLLM(client=client, models=models, call_timeout_s=call_timeout_s)
+    return AnthropicLLM(
+        client=client, models=models, prices=dict(prices), call_timeout_s=call_timeout_s
+    )

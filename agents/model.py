@@ -13,6 +13,8 @@ Severity = Literal["critical", "major", "minor", "nit"]
 Category = Literal["security", "style", "performance", "test-coverage"]
 AgentName = Category
 AgentStatus = Literal["ok", "failed", "timed_out", "skipped"]
+# Whether a specialist's model pass ran: off (no key, --offline), ok, or unavailable.
+ModelStatus = Literal["off", "ok", "unavailable"]
 Mode = Literal["parallel", "sequential", "adaptive"]
 Placement = Literal["inline", "summary"]
 DiffFilter = Literal["added", "diff_context", "file"]
@@ -110,6 +112,7 @@ class AgentReport(_Frozen):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    model: ModelStatus = "off"
 
     @property
     def duration_ms(self) -> float:
@@ -256,6 +259,18 @@ class Span(_Frozen):
     end_ms: float
 
 
+class ModelStep(_Frozen):
+    """A model-backed synthesis step (verification, assessment): what it did and cost."""
+
+    name: str
+    detail: str = ""
+    checked: int = 0
+    rejected: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
 class Review(_Frozen):
     """The council's one review of one change."""
 
@@ -273,6 +288,7 @@ class Review(_Frozen):
     files_reviewed: int = 0
     # Model calls made by synthesis itself (verification, assessment).
     synthesis_cost_usd: float = 0.0
+    model_steps: tuple[ModelStep, ...] = ()
 
     @property
     def cost_usd(self) -> float:

@@ -13,6 +13,7 @@ from agents.analyzers.base import make_finding
 from agents.llm import LLM, LLMError, Prompt, Reply, Usage
 from agents.model import AgentName, Finding, ReviewContext, Severity, Skipped
 from agents.prompts import RULES, SharedContext, shared_context, task
+from agents.redact import has_secret, redact
 
 Warmup = Literal["leader", "none"]
 
@@ -48,6 +49,7 @@ class PassResult:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    source: str | None = None
 
     @property
     def input_tokens(self) -> int:
@@ -94,11 +96,22 @@ class ClaudePass:
             reply = await self._ask(prompt)
         except LLMError as exc:
             note = unavailable_note(exc)
-            return PassResult(notes=(note,), skipped=shared.left_out, error=note, usage=exc.usage)
-        findings, dropped = validate(agent, ctx, reply.value, f"llm:{reply.model}")
+            return PassResult(
+                skipped=shared.left_out,
+                error=note,
+                usage=exc.usage,
+                cost_usd=exc.cost_usd,
+            )
+        source = f"llm:{reply.model}"
+        findings, dropped = validate(agent, ctx, reply.value, source)
         notes = (f"{agent}: dropped {dropped} model findings outside the diff",) if dropped else ()
         return PassResult(
-            findings, notes, shared.left_out, usage=reply.usage, cost_usd=reply.cost_usd
+            findings,
+            notes,
+            shared.left_out,
+            usage=reply.usage,
+            cost_usd=reply.cost_usd,
+            source=source,
         )
 
     async def _ask(self, prompt: Prompt) -> Reply[ModelReview]:
@@ -141,9 +154,10 @@ def validate(
                 path=m.path,
                 line=m.line,
                 end_line=m.end_line,
-                title=" ".join(m.title.split()),
-                body=m.body,
-                suggestion=m.suggestion,
+                title=redact(" ".join(m.title.split())),
+                body=redact(m.body),
+                # A suggestion is code to commit: one with a secret in it is dropped, not mangled.
+                suggestion=None if m.suggestion and has_secret(m.suggestion) else m.suggestion,
                 rule="llm",
                 source=source,
             )
@@ -163,6 +177,8 @@ _REASONS = {
     "auth": "the API key was rejected (check ANTHROPIC_API_KEY)",
     "not_found": "the configured model is not available",
     "bad_request": "the API rejected the request",
+    "billing": "the API account's credit or spend limit is exhausted",
+    "budget": "over the review's token or cost budget",
 }
 
 

@@ -16,12 +16,13 @@ from agents.model import (
     AgentReport,
     Finding,
     Mode,
+    ModelStep,
     Review,
     ReviewContext,
     Span,
 )
 from agents.synthesis import synthesize
-from agents.verify import assess, verify
+from agents.verify import Outcome, assess, needs_check, verify
 
 Phase = Literal["queued", "running", "done"]
 ProgressHook = Callable[[AgentName, Phase, AgentReport | None], None]
@@ -102,15 +103,39 @@ async def convene(
 async def _model_synthesis(
     ctx: ReviewContext, review: Review, llm: LLM, budget: Budget, clock: _Clock, spans: list[Span]
 ) -> Review:
-    """Verify doubtful and critical findings, then assess: sequential after the fan-out."""
+    """Verify doubtful and critical findings, then assess: sequential after the fan-out.
+
+    In every mode, verification is an escalation: it runs only when a specialist
+    reported a critical finding or one below the confidence threshold (DESIGN.md §3).
+    """
+    steps: list[ModelStep] = []
+    if any(needs_check(f, budget.verify_below) for f in review.findings):
+        start = clock.ms()
+        checked = await verify(ctx, review, llm, budget.verify_below)
+        spans.append(Span(name="verification", status="ok", start_ms=start, end_ms=clock.ms()))
+        steps.append(_step("verification", checked))
+        review = checked.review
     start = clock.ms()
-    checked = await verify(ctx, review, llm, budget.verify_below)
-    spans.append(Span(name="verification", status="ok", start_ms=start, end_ms=clock.ms()))
-    start = clock.ms()
-    assessed = await assess(checked.review, llm)
+    assessed = await assess(review, llm)
     spans.append(Span(name="assessment", status="ok", start_ms=start, end_ms=clock.ms()))
-    review, cost = assessed.review, checked.cost_usd + assessed.cost_usd
-    return review.model_copy(update={"synthesis_cost_usd": cost})
+    steps.append(_step("assessment", assessed))
+    cost = sum(s.cost_usd for s in steps)
+    return assessed.review.model_copy(
+        update={"synthesis_cost_usd": cost, "model_steps": tuple(steps)}
+    )
+
+
+def _step(name: str, outcome: Outcome) -> ModelStep:
+    """Record what a model-backed synthesis step did, and its tokens and cost."""
+    return ModelStep(
+        name=name,
+        detail=outcome.detail,
+        checked=outcome.checked,
+        rejected=outcome.rejected,
+        input_tokens=outcome.usage.prompt_tokens,
+        output_tokens=outcome.usage.output_tokens,
+        cost_usd=outcome.cost_usd,
+    )
 
 
 async def _parallel(

@@ -11,6 +11,8 @@ from agents.specialist import is_ignored
 
 # Rough size of a token in characters; the API's exact count comes back in `usage`.
 CHARS_PER_TOKEN = 4
+# Evidence lines per specialist task; the rest are counted, not listed.
+MAX_EVIDENCE = 60
 
 RULES = """You are one member of pr-council, a panel of four specialist code reviewers \
 (security, style, performance, test coverage) reviewing one GitHub pull request.
@@ -105,10 +107,13 @@ def fenced(kind: str, content: str) -> str:
 
 def task(agent: AgentName, ctx: ReviewContext, evidence: Sequence[Finding]) -> str:
     """Write one specialist's uncached instructions: role, evidence, the repo's guidance."""
+    shown = evidence[:MAX_EVIDENCE]
+    rows = [f"- {f.path}:{f.line or '-'} [{f.source}] {f.severity}: {f.title}" for f in shown]
+    if len(evidence) > len(shown):
+        rows.append(f"- … and {len(evidence) - len(shown)} more")
+    # File names and the titles built from them come from the author: fenced like the diff.
     lines = [ROLES[agent], "", "Analyzer evidence (already reported):"]
-    lines += [f"- {f.path}:{f.line or '-'} [{f.source}] {f.severity}: {f.title}" for f in evidence]
-    if not evidence:
-        lines.append("- none")
+    lines.append(fenced("evidence", "\n".join(rows) or "none").rstrip("\n"))
     guidance = [i for i in ctx.options.instructions if _touches(i.path, ctx)]
     if guidance:
         lines += ["", "The repository's maintainers ask (trusted configuration):"]

@@ -15,6 +15,7 @@ from agents.model import (
     AgentStatus,
     Finding,
     Mode,
+    ModelStep,
     PreviousFinding,
     Review,
     Severity,
@@ -246,8 +247,26 @@ def _failures(review: Review) -> str:
     return "\n".join(lines)
 
 
+def _model_gaps(review: Review) -> str:
+    """Say in one line per cause which specialists reviewed without their model pass."""
+    causes: dict[str, list[str]] = {}
+    for agent in review.agents:
+        if agent.model == "unavailable":
+            causes.setdefault(agent.error or "model pass unavailable", []).append(agent.agent)
+    return "\n\n".join(
+        f"⚠️ {plain(cause, 200)} — analyzer findings only from {_and(names)}."
+        for cause, names in causes.items()
+    )
+
+
 def _head(review: Review) -> str:
-    parts = [SUMMARY_MARKER, _verdict(review), _coverage(review), _failures(review)]
+    parts = [
+        SUMMARY_MARKER,
+        _verdict(review),
+        _coverage(review),
+        _failures(review),
+        _model_gaps(review),
+    ]
     if review.findings:
         parts.append(_counts(review))
     if review.assessment.strip():
@@ -336,6 +355,12 @@ def _agent_table(agents: Sequence[AgentReport]) -> str:
     return "\n".join([header, rule, *(_agent_row(a) for a in agents)])
 
 
+def _step_line(step: ModelStep) -> str:
+    tokens = f"{step.input_tokens:,} / {step.output_tokens:,} tokens"
+    detail = plain(step.detail, 200) or "—"
+    return f"Synthesis · {step.name}: {detail} · {tokens} · {_cost(step.cost_usd)}"
+
+
 def _task_name(span: Span) -> str:
     # Mermaid reads ':' as the start of task data and '#' / ';' as syntax.
     return re.sub(r"[^A-Za-z0-9 _./-]", "_", span.name)[:60].strip() or "span"
@@ -373,6 +398,7 @@ def _trace(review: Review) -> str:
     parts = [f"<details><summary>{summary}</summary>"]
     if review.agents:
         parts.append(_agent_table(review.agents))
+    parts += [_step_line(step) for step in review.model_steps]
     parts.append(
         f"Total: {_duration(review.duration_ms)} wall time · cost {_cost(review.cost_usd)} · mode `{review.mode}`"
     )
@@ -443,6 +469,7 @@ class JsonReport(_Json):
     trace: tuple[Span, ...]
     assessment: str
     files_reviewed: int
+    model_steps: tuple[ModelStep, ...]
 
 
 def json_agent(agent: AgentReport) -> JsonAgent:
@@ -477,6 +504,7 @@ def json_report(review: Review) -> JsonReport:
         trace=review.trace,
         assessment=review.assessment,
         files_reviewed=review.files_reviewed,
+        model_steps=review.model_steps,
     )
 
 

@@ -60,6 +60,11 @@ class ModelPassResult(Protocol):
         """Return the pass's cost."""
         ...
 
+    @property
+    def source(self) -> str | None:
+        """Return the model's provenance tag (`llm:<model>`) when the pass ran."""
+        ...
+
 
 class ModelPass(Protocol):
     """The seam where an LLM reviewer plugs in: reads the change plus analyzer evidence."""
@@ -119,6 +124,8 @@ class Specialist:
                 "output_tokens": extra.output_tokens,
                 "cost_usd": extra.cost_usd,
                 "error": extra.error,
+                "model": "unavailable" if extra.error else "ok",
+                "tools": report.tools + ((extra.source,) if extra.source else ()),
             }
         )
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import anyio
 from pydantic import BaseModel, Field
 
-from agents.llm import LLM, LLMError, Prompt, Reply, Usage
+from agents.llm import FATAL, LLM, LLMError, Prompt, Reply, Usage
 from agents.model import Finding, Review, ReviewContext, Severity, count_by_severity
 from agents.prompts import fenced
+from agents.redact import redact
 
 VERIFY_RULES = """You are the verifier of pr-council, a panel of code reviewers. You get ONE \
 finding another reviewer reported and the code around it. Decide whether the finding is real \
@@ -50,6 +51,9 @@ class Outcome:
     review: Review
     usage: Usage
     cost_usd: float
+    checked: int = 0
+    rejected: int = 0
+    detail: str = ""
 
 
 def needs_check(finding: Finding, threshold: float) -> bool:
@@ -60,13 +64,13 @@ def needs_check(finding: Finding, threshold: float) -> bool:
 async def verify(ctx: ReviewContext, review: Review, llm: LLM, threshold: float) -> Outcome:
     """Re-check critical and low-confidence findings in parallel; drop the rejected ones."""
     picked = [f for f in review.findings if needs_check(f, threshold)][:MAX_VERIFIED]
-    verdicts: list[Reply[Verdict] | None] = [None] * len(picked)
+    verdicts: list[Reply[Verdict] | LLMError | None] = [None] * len(picked)
 
     async def one(i: int, finding: Finding) -> None:
         try:
             verdicts[i] = await llm.ask(_verify_prompt(ctx, finding), Verdict)
-        except LLMError:
-            verdicts[i] = None  # unverified findings stay: losing the check is not a verdict
+        except LLMError as exc:
+            verdicts[i] = exc  # unverified findings stay: losing the check is not a verdict
 
     async with anyio.create_task_group() as tg:
         for i, finding in enumerate(picked):
@@ -75,10 +79,16 @@ async def verify(ctx: ReviewContext, review: Review, llm: LLM, threshold: float)
 
 
 def _apply(
-    review: Review, picked: Sequence[Finding], verdicts: Sequence[Reply[Verdict] | None]
+    review: Review, picked: Sequence[Finding], verdicts: Sequence[Reply[Verdict] | LLMError | None]
 ) -> Outcome:
     """Drop rejected findings, adjust severities, and note what verification did."""
-    decided = {f.fingerprint: v.value for f, v in zip(picked, verdicts, strict=True) if v}
+    replies = [v for v in verdicts if isinstance(v, Reply)]
+    failed = [v for v in verdicts if isinstance(v, LLMError)]
+    decided = {
+        f.fingerprint: v.value
+        for f, v in zip(picked, verdicts, strict=True)
+        if isinstance(v, Reply)
+    }
     kept = [
         f.model_copy(update={"severity": decided[f.fingerprint].severity or f.severity})
         if f.fingerprint in decided
@@ -87,11 +97,22 @@ def _apply(
         if f.fingerprint not in decided or decided[f.fingerprint].keep
     ]
     rejected = len(review.findings) - len(kept)
-    note = f"verification: {len(decided)} of {len(picked)} findings re-checked, {rejected} rejected"
-    replies = [v for v in verdicts if v]
-    usage = sum((v.usage for v in replies), Usage())
-    update = {"findings": tuple(kept), "notes": (*review.notes, note) if picked else review.notes}
-    return Outcome(review.model_copy(update=update), usage, sum(v.cost_usd for v in replies))
+    detail = f"{len(decided)} of {len(picked)} findings re-checked, {rejected} rejected"
+    notes = [f"verification: {detail}"] if picked else []
+    if any(e.kind not in FATAL for e in failed):  # fatal ones are reported once, up top
+        notes.append(f"verification: {len(failed)} findings left unverified ({_why(failed)})")
+    usage = sum((v.usage for v in replies), Usage()) + sum((e.usage for e in failed), Usage())
+    cost = sum(v.cost_usd for v in replies) + sum(e.cost_usd for e in failed)
+    update = {"findings": tuple(kept), "notes": (*review.notes, *notes)}
+    return Outcome(review.model_copy(update=update), usage, cost, len(decided), rejected, detail)
+
+
+def _why(errors: Sequence[LLMError]) -> str:
+    """Say in a few words why verification calls failed."""
+    kinds = sorted({e.kind for e in errors})
+    if kinds == ["budget"]:
+        return "over the review's budget"
+    return "model unavailable: " + ", ".join(k.replace("_", " ") for k in kinds)
 
 
 def _verify_prompt(ctx: ReviewContext, finding: Finding) -> Prompt:
@@ -130,7 +151,11 @@ async def assess(review: Review, llm: LLM) -> Outcome:
     )
     try:
         reply = await llm.ask(prompt, Assessment)
-    except LLMError:
-        return Outcome(review, Usage(), 0.0)
-    text = " ".join(reply.value.text.split())
-    return Outcome(review.model_copy(update={"assessment": text}), reply.usage, reply.cost_usd)
+    except LLMError as exc:
+        note = f"assessment: skipped ({_why([exc])})"
+        notes = review.notes if exc.kind in FATAL else (*review.notes, note)
+        update: dict[str, object] = {"notes": notes}
+        return Outcome(review.model_copy(update=update), exc.usage, exc.cost_usd, detail=note)
+    text = redact(" ".join(reply.value.text.split()))
+    update = {"assessment": text}
+    return Outcome(review.model_copy(update=update), reply.usage, reply.cost_usd, detail="written")

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import anyio
 
 from agents.diff import DiffError, new_file_texts, parse_diff
-from agents.llm import LLM, anthropic_llm
+from agents.llm import AnthropicLLM, anthropic_llm
 from agents.model import Mode, Review, at_least
 from agents.render import render_json, render_markdown, render_sarif
 from bot import local
@@ -108,8 +108,10 @@ def review_command(args: argparse.Namespace, settings: Settings) -> int:
     job = _local_job(args)
     ctx = build_context(job.change, job.tree, job.config)
     llm = _llm(args, settings)
+    price = llm.dearest if llm is not None else None
+    run = partial(run_review, ctx, mode=args.mode, llm=llm, limits=settings.limits, price=price)
     with progress_display(sys.stderr) as hook:
-        review = anyio.run(partial(run_review, ctx, mode=args.mode, progress=hook, llm=llm))
+        review = anyio.run(partial(run, progress=hook))
     if llm is None:
         review = review.model_copy(update={"notes": (*review.notes, _model_note(args))})
     _emit(_render(review, args.format), args.output)
@@ -118,14 +120,16 @@ def review_command(args: argparse.Namespace, settings: Settings) -> int:
     return exit_code(review, args.fail_on or job.config.fail_on or "never")
 
 
-def _llm(args: argparse.Namespace, settings: Settings) -> LLM | None:
+def _llm(args: argparse.Namespace, settings: Settings) -> AnthropicLLM | None:
     """Build the model client unless offline or without a key."""
     if args.offline or settings.anthropic_api_key is None:
         return None
     return anthropic_llm(
         api_key=settings.anthropic_api_key.get_secret_value(),
         model=settings.model,
+        fallbacks=settings.fallback_models,
         base_url=settings.anthropic_base_url,
+        prices=settings.prices,
     )
 
 

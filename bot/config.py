@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from agents.budget import Limits
+from agents.llm import DEFAULT_FALLBACKS, DEFAULT_PRICES, Price
 from agents.model import (
     AGENTS,
     DEFAULT_IGNORE,
@@ -20,6 +23,7 @@ from agents.model import (
     Severity,
 )
 
+N = TypeVar("N", int, float)
 FailOn = Literal["critical", "major", "minor", "nit", "never"]
 REPO_CONFIG_PATH = ".github/pr-council.yml"
 
@@ -118,8 +122,17 @@ class Settings(BaseModel):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     model: str | None = None
+    fallback_models: tuple[str, ...] = DEFAULT_FALLBACKS
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    max_cost_usd: float | None = 2.0
+    max_tokens: int | None = 500_000
     database_url: str | None = None
     state_dir: Path = Path(".pr-council")
+
+    @property
+    def limits(self) -> Limits:
+        """Return the per-review model budget."""
+        return Limits(max_tokens=self.max_tokens, max_cost_usd=self.max_cost_usd)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -133,9 +146,53 @@ class Settings(BaseModel):
             anthropic_api_key=_secret(environ.get("ANTHROPIC_API_KEY")),
             anthropic_base_url=environ.get("ANTHROPIC_BASE_URL") or None,
             model=environ.get("PR_COUNCIL_MODEL") or None,
+            fallback_models=_names(environ.get("PR_COUNCIL_FALLBACK_MODELS")),
+            prices={**DEFAULT_PRICES, **_prices(environ.get("PR_COUNCIL_PRICES"))},
+            max_cost_usd=_limit("PR_COUNCIL_MAX_COST_USD", environ, 2.0, float),
+            max_tokens=_limit("PR_COUNCIL_MAX_TOKENS", environ, 500_000, int),
             database_url=environ.get("PR_COUNCIL_DATABASE_URL") or None,
             state_dir=Path(environ.get("PR_COUNCIL_STATE_DIR") or ".pr-council"),
         )
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    """Split a comma-separated model list; unset means the default fallbacks."""
+    if value is None:
+        return DEFAULT_FALLBACKS
+    return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
+def _limit(name: str, environ: Mapping[str, str], default: N, kind: type[N]) -> N | None:
+    """Read a positive limit; `none` turns it off."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "none":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number or 'none', got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive (or 'none'), got {raw!r}")
+    return value
+
+
+def _prices(value: str | None) -> dict[str, Price]:
+    """Read a price table: JSON inline or a path to a JSON/YAML file, USD per million tokens."""
+    if not value:
+        return {}
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"PR_COUNCIL_PRICES: cannot read {value}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+        return {str(k): Price.model_validate(v) for k, v in dict(data).items()}
+    except (yaml.YAMLError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"PR_COUNCIL_PRICES: {_one_line(str(exc))[:200]}") from exc
 
 
 def _secret(value: str | None) -> SecretStr | None:

@@ -8,16 +8,19 @@ from pathlib import PurePosixPath
 from typing import Protocol
 
 from agents.analyzers.test_map import is_test_file, is_test_path
+from agents.budget import Limits, Meter, MeteredLLM, context_tokens
 from agents.council import default_council
-from agents.llm import LLM
+from agents.llm import DEFAULT_MODEL, DEFAULT_PRICES, LLM, Price
 from agents.model import ChangedFile, Diff, Mode, PreviousFinding, Review, ReviewContext, Skipped
 from agents.model_pass import ClaudePass
-from agents.orchestrator import Budget, ProgressHook, convene
+from agents.orchestrator import ProgressHook, convene
 from agents.specialist import is_ignored
 from bot.config import RepoConfig
 
 MAX_FILE_BYTES = 1_000_000
 MAX_TEST_SOURCES = 2_000
+# Diff tokens one specialist's model pass may read (before the review's own limits).
+SPECIALIST_TOKENS = 60_000
 TOOL_CONFIGS = frozenset({"pyproject.toml", "ruff.toml", ".ruff.toml"})
 
 
@@ -146,8 +149,34 @@ async def run_review(
     mode: Mode = "parallel",
     progress: ProgressHook | None = None,
     llm: LLM | None = None,
+    limits: Limits | None = None,
+    price: Price | None = None,
 ) -> Review:
-    """Convene the default council on a context, with a model pass when `llm` is given."""
-    model_pass = ClaudePass(llm) if llm is not None else None
-    council = default_council(model_pass)
-    return await convene(ctx, council, mode=mode, budget=Budget(), progress=progress, llm=llm)
+    """Convene the default council on a context, with a model pass when `llm` is given.
+
+    Every model call of the review draws on one meter, so the token and cost limits
+    hold for the whole review; `price` should be the dearest configured model's.
+    """
+    if llm is None:
+        return await convene(ctx, default_council(None), mode=mode, progress=progress)
+    limits = limits or Limits()
+    price = price or DEFAULT_PRICES[DEFAULT_MODEL]
+    meter = Meter(limits, price)
+    metered = MeteredLLM(llm, meter)
+    share = context_tokens(limits, len(ctx.options.specialists), SPECIALIST_TOKENS, price)
+    council = default_council(ClaudePass(metered, max_context_tokens=share))
+    review = await convene(ctx, council, mode=mode, progress=progress, llm=metered)
+    return review.model_copy(update={"notes": (*review.notes, _spend_note(meter))})
+
+
+def _spend_note(meter: Meter) -> str:
+    """Say what the review's model calls spent against its limits."""
+    limits = meter.limits
+    cost = f"${meter.cost_usd:.4f}" + (
+        f" of ${limits.max_cost_usd:.2f}" if limits.max_cost_usd is not None else ""
+    )
+    tokens = f"{meter.tokens:,}" + (
+        f" of {limits.max_tokens:,}" if limits.max_tokens is not None else ""
+    )
+    refused = f"; {meter.refused} calls refused by the budget" if meter.refused else ""
+    return f"model budget: {cost}, {tokens} tokens{refused}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agents.model import Mode, Review, Span
+from agents.model import Mode, ModelStep, Review, Span
 from agents.render import JsonAgent, json_agent
 
 
@@ -22,6 +22,7 @@ class _Trace(BaseModel):
     cost_usd: float
     agents: list[_AgentTrace]
     spans: list[Span]
+    model_steps: list[ModelStep]
 
 
 def render_trace(review: Review) -> str:
@@ -39,5 +40,6 @@ def render_trace(review: Review) -> str:
         cost_usd=review.cost_usd,
         agents=agents,
         spans=list(review.trace),
+        model_steps=list(review.model_steps),
     )
     return trace.model_dump_json(indent=2) + "\n"

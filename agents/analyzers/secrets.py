@@ -34,7 +34,7 @@ _TITLES: Mapping[str, str] = {KEYWORD: "Hard-coded secret", "NPM tokens": "Hard-
 # detect-secrets keeps its settings in a process-global singleton, and
 # transient_settings saves and restores it: two overlapping scans would restore each
 # other's state, so scans take turns.
-_SETTINGS_LOCK = threading.Lock()
+SETTINGS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _scan_group(
     found: list[DetectedSecret] = []
     skipped: list[Skipped] = []
     config = {"plugins_used": [{"name": n} for n in sorted(detectors)]}
-    with _SETTINGS_LOCK, transient_settings(config):
+    with SETTINGS_LOCK, transient_settings(config):
         for path in paths:
             try:
                 found += _scan_one(root, path)
