@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.analyzers.base import make_finding
 from agents.llm import LLM, LLMError, Prompt, Reply, Usage
 from agents.model import AgentName, Finding, ReviewContext, Severity, Skipped
-from agents.prompts import RULES, SharedContext, shared_context, task
+from agents.prompts import RULES, SharedContext, quotes_instructions, shared_context, task
 from agents.redact import has_secret, redact
 
 Warmup = Literal["leader", "none"]
@@ -104,7 +104,9 @@ class ClaudePass:
             )
         source = f"llm:{reply.model}"
         findings, dropped = validate(agent, ctx, reply.value, source)
-        notes = (f"{agent}: dropped {dropped} model findings outside the diff",) if dropped else ()
+        notes = (
+            (f"{agent}: dropped {dropped} model findings not on reviewed lines",) if dropped else ()
+        )
         return PassResult(
             findings,
             notes,
@@ -140,10 +142,7 @@ def validate(
     """Keep model findings on real lines of changed files; count the rest."""
     kept: list[Finding] = []
     for m in answer.findings:
-        text = ctx.files.get(m.path)
-        if ctx.diff.file(m.path) is None or text is None:
-            continue
-        if m.line is not None and m.line > len(text.split("\n")):
+        if not _grounded(m, ctx):
             continue
         kept.append(
             make_finding(
@@ -163,6 +162,21 @@ def validate(
             )
         )
     return tuple(kept), len(answer.findings) - len(kept)
+
+
+def _grounded(m: ModelFinding, ctx: ReviewContext) -> bool:
+    """Tell whether a model finding sits on a reviewed line of a changed file."""
+    changed, text = ctx.diff.file(m.path), ctx.files.get(m.path)
+    if changed is None or text is None:
+        return False
+    if m.line is not None and m.line > len(text.split("\n")):
+        return False
+    if m.end_line is not None and m.line is not None and m.end_line < m.line:
+        return False
+    # Reciting our rules is what an injected instruction asks for: never post it.
+    if quotes_instructions(f"{m.title}\n{m.body}\n{m.suggestion or ''}"):
+        return False
+    return changed.in_scope(m.line, ctx.options.filter)
 
 
 _REASONS = {
