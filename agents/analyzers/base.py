@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -127,3 +129,16 @@ def relative(root: Path, reported: str) -> str:
     if not path.is_absolute():
         path = root / path
     return path.resolve().relative_to(root.resolve()).as_posix()
+
+
+# CPython before 3.12 keeps the AST constructor's recursion depth per interpreter, not per
+# thread: two threads building ASTs at once can raise "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905). Parsing holds the GIL anyway, so
+# taking turns costs no parallelism.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_python(text: str, filename: str = "<unknown>") -> ast.Module:
+    """Parse Python source, one thread at a time."""
+    with _PARSE_LOCK:
+        return ast.parse(text, filename=filename)

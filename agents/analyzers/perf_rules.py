@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from agents.analyzers.base import is_python, make_finding
+from agents.analyzers.base import is_python, make_finding, parse_python
 from agents.analyzers.perf_scope import ScopeWalker, dotted, import_aliases, qualname
 from agents.model import AnalyzerResult, Finding, ReviewContext, Severity, Skipped
 
@@ -483,7 +483,7 @@ class PerfRulesAnalyzer:
 def _analyze(ctx: ReviewContext, path: str) -> list[Finding] | Skipped:
     """Return the findings for one file, or why it was skipped."""
     try:
-        tree = ast.parse(ctx.files[path], filename=path)
+        tree = parse_python(ctx.files[path], filename=path)
     except RecursionError:
         return Skipped(path=path, reason=_TOO_DEEP, by=TOOL)
     except (SyntaxError, ValueError, MemoryError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-from agents.analyzers.base import is_python, make_finding
+from agents.analyzers.base import is_python, make_finding, parse_python
 from agents.model import AnalyzerResult, ChangedFile, Finding, ReviewContext, Skipped
 
 
@@ -481,7 +481,7 @@ def _test_texts(ctx: ReviewContext) -> dict[str, str]:
 def _parse(text: str) -> ast.Module | str:
     """Parse with this interpreter's grammar; return the skip reason on failure."""
     try:
-        return ast.parse(text)
+        return parse_python(text)
     except SyntaxError as exc:
         return f"Python 3.11's ast cannot parse it (line {exc.lineno}: {exc.msg}); test mapping skipped"
     except (ValueError, RecursionError, MemoryError) as exc:
