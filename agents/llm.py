@@ -168,18 +168,25 @@ class AnthropicLLM:
     attempts: int = 3
     max_backoff_s: float = 20.0
     sleep: Sleep = anyio.sleep
+    # Off only to measure what caching saves (benchmarks/llm.py).
+    prompt_cache: bool = True
 
     async def ask(
         self, prompt: Prompt, output: type[T], *, on_prefix_cached: PrefixHook | None = None
     ) -> Reply[T]:
-        """Try each model in turn, retrying transient failures with capped backoff."""
-        spent, cost, last = Usage(), 0.0, LLMError("connection", "no model configured")
+        """Try each model in turn, retrying transient failures with capped backoff.
+
+        A model that keeps failing is followed by the next one (a fallback may have
+        capacity where the first is overloaded or unknown).
+        """
+        spent, cost, last = Usage(), 0.0, LLMError("bad_request", "no model configured")
         tries = 0
+        hook = _once_only(on_prefix_cached)
         for model in self.models:
             for attempt in range(1, self.attempts + 1):
                 tries += 1
                 try:
-                    reply = await self._once(model, prompt, output, on_prefix_cached)
+                    reply = await self._once(model, prompt, output, hook)
                 except LLMError as exc:
                     spent, cost, last = spent + exc.usage, cost + self.price(model, exc.usage), exc
                     if exc.kind == "not_found":
@@ -207,44 +214,73 @@ class AnthropicLLM:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Wait as the server asks, but never longer than our cap (the SDK has none)."""
         wanted = retry_after if retry_after is not None else 0.5 * 2 ** (attempt - 1)
-        return min(self.max_backoff_s, wanted) * (1 + random.random() * 0.1)
+        return min(self.max_backoff_s, wanted * (1 + random.random() * 0.1))
 
     async def _once(
-        self, model: str, prompt: Prompt, output: type[T], hook: PrefixHook | None
+        self, model: str, prompt: Prompt, output: type[T], hook: PrefixHook
     ) -> Reply[T]:
         """Make one streamed call under an outer deadline and validate its tool input."""
-        request = _request(model, prompt, output)
+        request = _request(model, prompt, output, cache=self.prompt_cache)
+        started: list[Usage] = []
         try:
             with anyio.fail_after(self.call_timeout_s):
-                message = await self._stream(request, hook)
-        except TimeoutError as exc:
-            raise LLMError("timeout", f"no answer within {self.call_timeout_s:g} s") from exc
-        except anthropic.APIError as exc:
-            raise _classify(exc) from exc
-        except httpx2.TimeoutException as exc:  # a stalled stream escapes the SDK unwrapped
-            raise LLMError("timeout", "the answer stalled mid-stream") from exc
-        except httpx2.TransportError as exc:
-            raise LLMError("connection", "the connection broke mid-answer") from exc
-        except ValueError as exc:  # the SDK's partial JSON parser on a malformed tool input
-            raise LLMError("invalid_output", "the answer was not valid JSON") from exc
+                message = await self._stream(request, hook, started)
+        except (TimeoutError, anthropic.APIError, httpx2.TransportError, ValueError) as exc:
+            # An answer that broke after message_start was still billed for its prompt.
+            error = _failure(exc, self.call_timeout_s, bool(started))
+            raise _spent(error, sum(started, Usage()), 0.0) from exc
         usage = _usage(message.usage)
         value = _parse(message, output, usage)
         return Reply(value, model, usage, 0.0)
 
     async def _stream(
-        self, request: dict[str, Any], hook: PrefixHook | None
+        self, request: dict[str, Any], hook: PrefixHook, started: list[Usage]
     ) -> anthropic.types.Message:
         """Stream the call so `hook` fires as soon as the prompt (and its cache) is processed."""
         async with self.client.messages.stream(**request) as stream:
             async for event in stream:
-                if event.type == "message_start" and hook is not None:
+                if event.type == "message_start":
+                    started.append(_usage(event.message.usage))
                     hook()
-                    hook = None
             return await stream.get_final_message()
 
 
-def _request(model: str, prompt: Prompt, output: type[BaseModel]) -> dict[str, Any]:
+def _once_only(hook: PrefixHook | None) -> PrefixHook:
+    """Wrap `hook` so retries of the same call fire it at most once."""
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        if hook is not None and not fired:
+            fired = True
+            hook()
+
+    return fire
+
+
+def _failure(exc: Exception, timeout_s: float, started: bool) -> LLMError:
+    """Map what a streamed call can raise onto our error kinds."""
+    if isinstance(exc, TimeoutError):
+        return LLMError("timeout", f"no answer within {timeout_s:g} s")
+    # anthropic <2.17 let a stalled stream's read timeout escape unwrapped; 2.17 wraps it.
+    stalled = isinstance(exc, httpx2.TimeoutException | anthropic.APITimeoutError)
+    if stalled and started:
+        return LLMError("timeout", "the answer stalled mid-stream")
+    if isinstance(exc, anthropic.APIError):
+        return _classify(exc)
+    if isinstance(exc, httpx2.TimeoutException):
+        return LLMError("timeout", "the API did not answer in time")
+    if isinstance(exc, httpx2.TransportError):
+        return LLMError("connection", "the connection broke mid-answer")
+    # The SDK's partial JSON parser raises a plain ValueError on a malformed tool input.
+    return LLMError("invalid_output", "the answer was not valid JSON")
+
+
+def _request(
+    model: str, prompt: Prompt, output: type[BaseModel], *, cache: bool = True
+) -> dict[str, Any]:
     """Build the Messages request: tools, system and shared context form the cached prefix."""
+    mark = {"cache_control": _EPHEMERAL} if cache else {}
     tool = {
         "name": _TOOL,
         "description": "Submit your answer. Call this exactly once.",
@@ -255,12 +291,12 @@ def _request(model: str, prompt: Prompt, output: type[BaseModel]) -> dict[str, A
         "max_tokens": prompt.max_tokens,
         "tools": [tool],
         "tool_choice": {"type": "tool", "name": _TOOL},
-        "system": [{"type": "text", "text": prompt.rules, "cache_control": _EPHEMERAL}],
+        "system": [{"type": "text", "text": prompt.rules, **mark}],
         "messages": [
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": prompt.shared, "cache_control": _EPHEMERAL},
+                    {"type": "text", "text": prompt.shared, **mark},
                     {"type": "text", "text": prompt.task},
                 ],
             }
@@ -329,7 +365,9 @@ def _classify(exc: anthropic.APIError) -> LLMError:
     if not isinstance(exc, anthropic.APIStatusError):
         return LLMError("invalid_output", f"unreadable answer: {type(exc).__name__}")
     kind = _ERROR_TYPES.get(_error_type(exc)) or _status_kind(exc.status_code)
-    error = LLMError(kind, f"HTTP {exc.status_code}: {_brief(exc)}")
+    # A streamed `error` event arrives inside an HTTP 200 answer.
+    where = "stream error" if exc.status_code == 200 else f"HTTP {exc.status_code}"
+    error = LLMError(kind, f"{where}: {_brief(exc)}")
     error.retry_after = _retry_after(exc.response.headers)
     return error
 
