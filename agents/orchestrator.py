@@ -95,7 +95,8 @@ async def convene(
     review = synthesize(ctx, reports, mode=mode)
     spans = [*(_span(r) for r in reports if r.status != "skipped")]
     spans.append(Span(name="synthesis", status="ok", start_ms=start, end_ms=clock.ms()))
-    if llm is not None:
+    if llm is not None and any(r.model == "ok" for r in reports):
+        # When no specialist reached the model, synthesis would only fail the same way.
         review = await _model_synthesis(ctx, review, llm, budget, clock, spans)
     return review.model_copy(update={"trace": tuple(spans), "duration_ms": clock.ms()})
 

@@ -32,8 +32,8 @@ change, no speculative or stylistic preferences outside your specialty.
 serious inefficiency a maintainer must fix before merging; minor = worth fixing; nit = \
 cosmetic. Confidence is your probability (0 to 1) that the finding is real.
 - A suggestion, when you give one, is the complete replacement text for lines line..end_line.
-- Analyzer evidence is given to you: do not repeat a finding it already contains unless \
-you correct its severity or add a fix.
+- Evidence (analyzer findings, and in some modes other reviewers' findings) is given to \
+you: do not repeat a finding it already contains unless you correct its severity or add a fix.
 - Answer only by calling the submit tool, once. Return an empty list when you find nothing."""
 
 ROLES: dict[AgentName, str] = {
@@ -149,7 +149,7 @@ def task(agent: AgentName, ctx: ReviewContext, evidence: Sequence[Finding]) -> s
     if len(evidence) > len(shown):
         rows.append(f"- … and {len(evidence) - len(shown)} more")
     # File names and the titles built from them come from the author: fenced like the diff.
-    lines = [ROLES[agent], "", "Analyzer evidence (already reported):"]
+    lines = [ROLES[agent], "", "Evidence (already reported by the analyzers or other reviewers):"]
     lines.append(fenced("evidence", "\n".join(rows) or "none").rstrip("\n"))
     guidance = [i for i in ctx.options.instructions if _touches(i.path, ctx)]
     if guidance:

@@ -109,12 +109,18 @@ class Specialist:
         )
         if self.model_pass is None:
             return report
-        return await self._with_model(report, ctx)
+        return await self._with_model(report, ctx, prior)
 
-    async def _with_model(self, report: AgentReport, ctx: ReviewContext) -> AgentReport:
-        """Add the model pass's findings and usage to the analyzer report."""
+    async def _with_model(
+        self, report: AgentReport, ctx: ReviewContext, prior: Sequence[Finding]
+    ) -> AgentReport:
+        """Add the model pass's findings and usage to the analyzer report.
+
+        In sequential mode `prior` holds the earlier specialists' findings: the model
+        sees them as evidence too, so it does not repeat them.
+        """
         assert self.model_pass is not None
-        extra = await self.model_pass.review(self.name, ctx, report.findings)
+        extra = await self.model_pass.review(self.name, ctx, (*report.findings, *prior))
         return report.model_copy(
             update={
                 "findings": report.findings + tuple(f for f in extra.findings if _in_scope(f, ctx)),

@@ -174,6 +174,32 @@ async def test_adaptive_mode_escalates_only_when_something_needs_checking(
     assert "performance" in skipped and all(p not in skipped for p in script.calls)
 
 
+async def test_sequential_specialists_see_earlier_reviewers_findings_as_evidence(
+    fake_anthropic: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    title = "Unvalidated command reaches the shell"
+    script = CouncilScript(findings={"security": [finding("app.py", 5, "major", title=title)]})
+    fake_anthropic.handler = script
+    await run_review(review_ctx(), mode="sequential", llm=claude(client))
+    tasks = {
+        p: r.body["messages"][0]["content"][1]["text"]  # type: ignore[index]
+        for p, r in specialist_requests(fake_anthropic.messages_requests).items()
+    }
+    assert title not in tasks["security"]
+    assert all(title in tasks[p] for p in ("style", "performance", "test-coverage"))
+
+
+async def test_synthesis_is_not_attempted_when_no_specialist_reached_the_model(
+    fake_anthropic: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake_anthropic.default = Error(529, "overloaded_error")
+    review = await run_review(review_ctx(), llm=claude(client))
+    purposes = {purpose_of(r) for r in fake_anthropic.messages_requests}
+    assert purposes == {"security", "style", "performance", "test-coverage"}
+    assert review.model_steps == ()
+    assert all(a.error == "model pass unavailable: the API is overloaded" for a in review.agents)
+
+
 async def test_rate_limited_model_degrades_to_analyzer_findings_in_one_line(
     fake_anthropic: FakeAnthropic, client: anthropic.AsyncAnthropic
 ) -> None:

@@ -57,7 +57,8 @@ class CouncilScript:
     findings: Mapping[AgentName, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     verdict: VerdictFn = keep_all
     assessment: str = "Two problems need attention before merging."
-    output_tokens: int | None = None
+    # Billed output tokens per call, or per purpose (the fake's latency follows them).
+    output_tokens: int | Mapping[Purpose, int] | None = None
     calls: list[Purpose] = field(default_factory=list)
 
     def __call__(self, record: RecordedRequest) -> Reply:
@@ -70,7 +71,10 @@ class CouncilScript:
             answer = {"text": self.assessment}
         else:
             answer = {"findings": list(self.findings.get(purpose, []))}  # type: ignore[call-overload]
-        return ToolUse("submit", dict(answer), output_tokens=self.output_tokens)
+        tokens = self.output_tokens
+        if isinstance(tokens, Mapping):
+            tokens = tokens.get(purpose)
+        return ToolUse("submit", dict(answer), output_tokens=tokens)
 
 
 def specialist_requests(records: Sequence[RecordedRequest]) -> dict[Purpose, RecordedRequest]:
