@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.analyzers.base import make_finding
 from agents.llm import LLM, LLMError, Prompt, Reply, Usage
 from agents.model import AgentName, Finding, ReviewContext, Severity, Skipped
-from agents.prompts import RULES, SharedContext, quotes_instructions, shared_context, task
+from agents.prompts import (
+    CHARS_PER_TOKEN,
+    RULES,
+    SharedContext,
+    quotes_instructions,
+    shared_context,
+    task,
+)
 from agents.redact import has_secret, redact
 
 Warmup = Literal["leader", "none"]
@@ -77,6 +84,9 @@ class ClaudePass:
     llm: LLM
     max_context_tokens: int = 60_000
     warmup: Warmup = "leader"
+    # Shorter prefixes are not cached at all (docs: "Prompt caching", minimum cacheable
+    # prompt length, 1,024 tokens for Sonnet and Opus): a warm-up would only delay.
+    min_cacheable_tokens: int = 1024
     _shared: SharedContext | None = None
     _leader: _Leader = field(default_factory=_Leader)
 
@@ -124,7 +134,8 @@ class ClaudePass:
         streamed event costs one time-to-first-token and saves three writes.
         """
         leader = self._leader
-        if self.warmup == "none":
+        prefix_tokens = (len(prompt.rules) + len(prompt.shared)) // CHARS_PER_TOKEN
+        if self.warmup == "none" or prefix_tokens < self.min_cacheable_tokens:
             return await self.llm.ask(prompt, ModelReview)
         if leader.claimed:
             await leader.ready.wait()

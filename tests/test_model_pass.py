@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 import pytest
 
 from agents.budget import Limits
-from agents.llm import AnthropicLLM
+from agents.llm import LLM, AnthropicLLM, PrefixHook, Prompt, Reply, T
 from agents.model import ReviewContext
 from agents.prompts import RULES
 from agents.render import render_json, render_markdown
@@ -86,6 +87,37 @@ async def test_leader_warm_up_writes_the_cache_once_and_the_others_read_it(
     reads = [c for c in caches if c and c.read_tokens]
     assert len(writes) == 1 and len(reads) == 3
     assert all(r.read_tokens >= writes[0].creation_tokens for r in reads)
+
+
+@dataclass
+class HookSpy:
+    """Passes calls through, noting which ones asked to be told when the prefix is cached."""
+
+    llm: LLM
+    hooked: list[bool] = field(default_factory=list)
+
+    async def ask(
+        self, prompt: Prompt, output: type[T], *, on_prefix_cached: PrefixHook | None = None
+    ) -> Reply[T]:
+        self.hooked.append(on_prefix_cached is not None)
+        return await self.llm.ask(prompt, output, on_prefix_cached=on_prefix_cached)
+
+
+async def test_a_prefix_too_short_to_cache_is_not_warmed_up(
+    fake_anthropic: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake_anthropic.handler = CouncilScript()
+    spy = HookSpy(claude(client))
+    await run_review(context_from({"app.py": "import os\n"}, title="t"), llm=spy)
+    caches = [r.cache for r in specialist_requests(fake_anthropic.messages_requests).values()]
+    assert len(caches) == 4 and all(c is not None and c.prefix_tokens == 0 for c in caches)
+    assert spy.hooked[:4] == [False] * 4  # nobody waited for a cache entry that never comes
+
+    fake_anthropic.reset()
+    fake_anthropic.handler = CouncilScript()
+    spy = HookSpy(claude(client))
+    await run_review(review_ctx(), llm=spy)
+    assert sorted(spy.hooked[:4]) == [False, False, False, True]
 
 
 async def test_model_findings_merge_with_analyzer_findings_with_provenance(
