@@ -94,13 +94,18 @@ def test_an_overloaded_api_leaves_the_analyzer_review_and_says_so_once(
     assert len(fake_anthropic.messages_requests) == 4 * 3  # three attempts per specialist
 
 
-def test_a_rejected_key_costs_one_request_and_one_clear_line(
+def test_a_rejected_key_stops_the_model_and_gives_one_clear_line(
     risky: GitRepo,  # noqa: F811
     fake_anthropic: FakeAnthropic,
 ) -> None:
     fake_anthropic.api_key = "sk-ant-the-real-one"
     report = review(risky, claude_env(fake_anthropic))
-    assert [r.status for r in fake_anthropic.messages_requests] == [401]
+    # This PR is too small to cache, so the specialists' calls go out together (no warm-up);
+    # the first 401 stops every later call, synthesis included (one request with warm-up:
+    # tests/test_model_pass.py).
+    statuses = [r.status for r in fake_anthropic.messages_requests]
+    assert 1 <= len(statuses) <= 4 and set(statuses) == {401}
+    assert report["model_steps"] == []
     visible = report["summary_markdown"].split("🔎 Trace")[0]
     assert visible.count("the API key was rejected (check ANTHROPIC_API_KEY)") == 1
     assert FAKE_API_KEY not in json.dumps(report)
