@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fakes.anthropic_api"]
+pytest_plugins = ["tests.fakes.anthropic_api", "tests.fakes.github_api"]
 
 
 @pytest.fixture
