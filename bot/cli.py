@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import re
+import dataclasses
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import anyio
+from githubkit import GitHub, TokenAuthStrategy
+from githubkit.exception import GitHubException, RequestFailed
 
 from agents.diff import DiffError, new_file_texts, parse_diff
 from agents.llm import AnthropicLLM, anthropic_llm
 from agents.model import Mode, Review, at_least
+from agents.orchestrator import ProgressHook
 from agents.render import render_json, render_markdown, render_sarif
 from bot import local
 from bot.config import (
@@ -28,12 +32,15 @@ from bot.config import (
     load_repo_config,
     parse_repo_config,
 )
+from bot.github.client import PullRef, describe, token_client, token_login
+from bot.github.publish import Publisher
+from bot.github.snapshot import fetch_snapshot
 from bot.pipeline import Change, SourceTree, build_context, run_review
 from bot.progress import progress_display
+from bot.runner import review_snapshot
 from bot.trace import render_trace
 
 Format = Literal["markdown", "json", "sarif"]
-_PR_URL = re.compile(r"^https?://[^/]+/[^/]+/[^/]+/pull/\d+/?$")
 
 
 class UsageError(ValueError):
@@ -64,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--trace", metavar="FILE", help="write the trace as JSON")
     review.add_argument("--coverage", metavar="FILE", help="Cobertura XML or LCOV report")
     review.add_argument("--post", action="store_true", help="publish the review (PR URLs only)")
+    serve = sub.add_parser("serve", help="run the GitHub App webhook receiver")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
     for name, text in (
-        ("serve", "run the GitHub App webhook receiver"),
         ("worker", "run a queue worker (procrastinate backend)"),
         ("action", "run inside GitHub Actions"),
     ):
@@ -84,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "review":
             return review_command(args, Settings.from_env())
+        if args.command == "serve":
+            return serve_command(args, Settings.from_env())
         raise UsageError(f"'pr-council {args.command}' is not available in this version yet")
     except (UsageError, ConfigError, DiffError, local.GitError, OSError) as exc:
         return _fail(str(exc))
@@ -99,10 +110,9 @@ def _fail(message: str) -> int:
 
 def review_command(args: argparse.Namespace, settings: Settings) -> int:
     """Review a local change and print or write it."""
-    if _PR_URL.match(args.target):
-        raise UsageError(
-            "reviewing a pull request URL needs the GitHub integration (not in this version)"
-        )
+    ref = PullRef.from_url(args.target)
+    if ref is not None:
+        return pull_command(args, settings, ref)
     if args.post:
         raise UsageError("--post applies to pull request URLs only")
     job = _local_job(args)
@@ -118,6 +128,78 @@ def review_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.trace:
         Path(args.trace).write_text(render_trace(review), encoding="utf-8")
     return exit_code(review, args.fail_on or job.config.fail_on or "never")
+
+
+def pull_command(args: argparse.Namespace, settings: Settings, ref: PullRef) -> int:
+    """Review a live pull request through the API; publish it only with --post."""
+    if settings.github_token is None:
+        raise UsageError("reviewing a pull request URL needs GITHUB_TOKEN (and GITHUB_API_URL)")
+    if args.diff is not None or args.base or args.head != "HEAD":
+        raise UsageError("--diff, --base and --head apply to local repositories, not PR URLs")
+    run = partial(_review_pull, args, settings, ref, _llm(args, settings))
+    try:
+        with progress_display(sys.stderr) as hook:
+            review, fail_on, posted = anyio.run(partial(run, hook))
+    except GitHubException as exc:
+        raise UsageError(describe(exc)) from None
+    _emit(_render(review, args.format), args.output)
+    if args.trace:
+        Path(args.trace).write_text(render_trace(review), encoding="utf-8")
+    if posted:
+        print(f"pr-council: posted {posted}", file=sys.stderr)
+    return exit_code(review, args.fail_on or fail_on or "never")
+
+
+async def _review_pull(
+    args: argparse.Namespace,
+    settings: Settings,
+    ref: PullRef,
+    llm: AnthropicLLM | None,
+    hook: ProgressHook,
+) -> tuple[Review, FailOn | None, str | None]:
+    """Fetch, review and (with --post) publish; return the review and where it went."""
+    assert settings.github_token is not None
+    async with token_client(
+        settings.github_token.get_secret_value(), settings.github_api_url
+    ) as gh:
+        snap = await fetch_snapshot(gh, ref, await _login(gh))
+        if args.config:
+            snap = dataclasses.replace(snap, config=load_repo_config(Path(args.config)))
+        note = _model_note(args)
+        review = await review_snapshot(
+            snap, settings, mode=args.mode, llm=llm, progress=hook, model_note=note
+        )
+        if not args.post:
+            return review, snap.config.fail_on, None
+        published = await Publisher(gh).publish(snap, review, snap.config.fail_on or "never")
+        return review, snap.config.fail_on, published.summary_url
+
+
+async def _login(gh: GitHub[TokenAuthStrategy]) -> str:
+    """Return who the token acts as; a workflow token cannot ask, and is the Actions bot."""
+    try:
+        return await token_login(gh)
+    except RequestFailed as exc:
+        if exc.response.status_code != 403:
+            raise
+        return "github-actions[bot]"
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the webhook receiver and the review workers until interrupted."""
+    import uvicorn  # only the server needs it
+
+    from bot.serve import build_app, fetch_slug
+
+    if settings.webhook_secret is None:
+        raise UsageError("pr-council serve needs PR_COUNCIL_WEBHOOK_SECRET")
+    try:
+        slug = anyio.run(fetch_slug, settings)
+    except GitHubException as exc:
+        raise UsageError(f"cannot authenticate as the GitHub App: {describe(exc)}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(build_app(settings, slug), host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 def _llm(args: argparse.Namespace, settings: Settings) -> AnthropicLLM | None:

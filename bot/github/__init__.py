@@ -1,0 +1,1 @@
+"""GitHub glue (the only githubkit user besides webhook parsing): clients, snapshots, publishing."""

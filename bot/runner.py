@@ -1,0 +1,98 @@
+"""Review a pull request through the API: the job handler App mode runs, shared with the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from githubkit import GitHub
+from githubkit.exception import GitHubException
+
+from agents.llm import AnthropicLLM
+from agents.model import Mode, Review
+from agents.orchestrator import ProgressHook
+from bot.config import Settings
+from bot.github.client import Pacer, PullRef, classify
+from bot.github.publish import Published, Publisher
+from bot.github.snapshot import Snapshot, fetch_meta, fetch_snapshot
+from bot.jobs import ReviewJob, Superseded
+from bot.pipeline import build_context, run_review
+
+log = logging.getLogger("pr_council.review")
+
+# Who the job acts as: a client for the installation, and the login our comments carry.
+Clients = Callable[[int | None], Awaitable[tuple[GitHub[Any], str]]]
+# Called once per finished job: outcome ("posted", "superseded", "failed") and the review.
+ReviewHook = Callable[[str, Review | None], None]
+
+
+async def review_snapshot(
+    snap: Snapshot,
+    settings: Settings,
+    *,
+    mode: Mode = "parallel",
+    llm: AnthropicLLM | None = None,
+    progress: ProgressHook | None = None,
+    model_note: str = "analyzers only: no ANTHROPIC_API_KEY set",
+) -> Review:
+    """Run the council on a fetched pull request; say why no model took part, if none did."""
+    ctx = build_context(snap.change, snap.tree, snap.config)
+    price = llm.dearest if llm is not None else None
+    review = await run_review(
+        ctx, mode=mode, progress=progress, llm=llm, limits=settings.limits, price=price
+    )
+    notes = list(review.notes)
+    if snap.config_error:
+        notes.append(f"repository config ignored, defaults used: {snap.config_error}")
+    if llm is None:
+        notes.append(model_note)
+    return review.model_copy(update={"notes": tuple(notes)})
+
+
+@dataclass
+class ReviewJobHandler:
+    """The queue's handler: snapshot, council, publish; GitHub failures become decisions."""
+
+    clients: Clients
+    settings: Settings
+    llm: Callable[[], AnthropicLLM | None] = lambda: None
+    pacer: Pacer = field(default_factory=Pacer)
+    mode: Mode = "parallel"
+    on_review: ReviewHook | None = None
+
+    async def __call__(self, job: ReviewJob) -> None:
+        """Review one job's pull request and publish, unless the PR moved on."""
+        try:
+            published = await self._run(job)
+        except GitHubException as exc:
+            decision = classify(exc)
+            log.warning("%s: %s", job.label, decision)
+            raise decision from exc
+        log.info("%s: posted summary %s", job.label, published.summary_url)
+
+    async def _run(self, job: ReviewJob) -> Published:
+        """Fetch, check the head is still current, review and publish."""
+        gh, login = await self.clients(job.installation_id)
+        ref = PullRef(job.owner, job.repo, job.number)
+        snap = await fetch_snapshot(gh, ref, login)
+        _still_current(job, snap)
+        review = await review_snapshot(snap, self.settings, mode=self.mode, llm=self.llm())
+        # The review took a while: one GET is cheaper than publishing for an outdated head.
+        _still_current(job, dataclasses.replace(snap, meta=await fetch_meta(gh, ref)))
+        fail_on = snap.config.fail_on or "never"
+        key = str(job.installation_id or "token")
+        published = await Publisher(gh, self.pacer, key).publish(snap, review, fail_on)
+        if self.on_review is not None:
+            self.on_review("posted", review)
+        return published
+
+
+def _still_current(job: ReviewJob, snap: Snapshot) -> None:
+    """Stop when the pull request's head moved past the job's commit or it was closed."""
+    if snap.meta.head_sha != job.head_sha:
+        raise Superseded(f"head moved to {snap.meta.head_sha[:7]}")
+    if snap.meta.state != "open":
+        raise Superseded("the pull request is closed")
