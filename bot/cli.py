@@ -172,6 +172,8 @@ async def _review_pull(
         if not args.post:
             return review, snap.config.fail_on, None
         published = await Publisher(gh).publish(snap, review, snap.config.fail_on or "never")
+        for note in published.notes:
+            print(f"pr-council: {note}", file=sys.stderr)
         return review, snap.config.fail_on, published.summary_url
 
 

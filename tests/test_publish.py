@@ -182,3 +182,50 @@ async def test_config_is_read_from_the_base_branch_not_the_head(shop: FakeGitHub
     async with shop.installation_client() as gh:
         snap = await fetch_snapshot(gh, PullRef("acme", "cfg", 1), BOT)
     assert snap.config.fail_on == "critical" and len(snap.config.options().specialists) == 4
+
+
+async def test_past_the_diff_limit_the_diff_is_rebuilt_from_the_file_list(
+    shop: FakeGitHub,
+) -> None:
+    async with shop.installation_client() as gh:
+        normal, _ = await reviewed(gh)
+        shop.pull("acme", "shop", 3).too_large_for_diff = True
+        rebuilt, review = await reviewed(gh)
+    assert len(shop.requests_to("GET", r"/pulls/3/files$")) >= 1
+    assert [f.path for f in rebuilt.change.diff.files] == [f.path for f in normal.change.diff.files]
+    assert [f.added for f in rebuilt.change.diff.files] == [
+        f.added for f in normal.change.diff.files
+    ]
+    assert any(f.path == "app/query.py" for f in review.findings)
+
+
+async def test_files_without_a_patch_or_binary_are_named_as_not_reviewed(
+    fake_github: FakeGitHub,
+) -> None:
+    head = {**HEAD, "logo.png": b"\x89PNG\r\n\x1a\n\0\0binary", "app/huge.py": "x = 1\n"}
+    fake_github.add_pull(
+        "acme",
+        "shop",
+        4,
+        base_files=BASE,
+        head_files=head,
+        too_large_for_diff=True,
+        patchless=["app/huge.py"],
+    )
+    async with fake_github.installation_client() as gh:
+        snap = await fetch_snapshot(gh, PullRef("acme", "shop", 4), BOT)
+        review = await review_snapshot(snap, Settings())
+    skipped = {s.path: s.reason for s in review.skipped}
+    assert "no patch" in skipped["app/huge.py"] and "binary" in skipped["logo.png"]
+
+
+async def test_an_invalid_config_on_the_base_branch_is_reported_and_defaults_used(
+    fake_github: FakeGitHub,
+) -> None:
+    base = {**BASE, ".github/pr-council.yml": "fail_on: sometimes\n"}
+    fake_github.add_pull("acme", "cfg", 2, base_files=base, head_files={**base, **HEAD})
+    async with fake_github.installation_client() as gh:
+        snap = await fetch_snapshot(gh, PullRef("acme", "cfg", 2), BOT)
+        review = await review_snapshot(snap, Settings())
+    assert snap.config_error and "fail_on" in snap.config_error
+    assert any(n.startswith("repository config ignored, defaults used:") for n in review.notes)

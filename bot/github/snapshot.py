@@ -147,7 +147,7 @@ async def _diff_from_files(gh: GitHub[Any], ref: PullRef) -> Diff:
         status = _STATUS.get(f.status, "modified")
         old = f.previous_filename if isinstance(f.previous_filename, str) else None
         patch = f.patch if isinstance(f.patch, str) else None
-        entries.append((f.filename, old, status, patch))
+        entries.append((f.filename, patch, status, old))
     return from_file_patches(entries)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from githubkit.cache import MemCacheStrategy
 from pydantic import SecretStr
@@ -22,10 +24,12 @@ from pydantic import SecretStr
 from agents.render import SUMMARY_MARKER
 from bot.config import Settings
 from bot.github.client import Pacer
-from bot.queue import EmbeddedQueue
+from bot.queue import EmbeddedQueue, QueueOptions
 from bot.serve import ServeOptions, build_app
+from tests.e2e.conftest import run_cli
 from tests.fakes.github_api import FAKE_APP_ID, FakeGitHub
 from tests.test_publish import BASE, HEAD, SLEEPY
+from tests.test_queue import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -83,9 +87,15 @@ def settings(github: FakeGitHub, tmp_path: Path) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedQueue]]:
+async def running(
+    settings: Settings, queue_options: QueueOptions | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedQueue]]:
     """Start the real app (lifespan: workers) and talk to it over ASGI."""
-    options = ServeOptions(cache=MemCacheStrategy(), pacer=Pacer(interval_s=0.0))
+    options = ServeOptions(
+        cache=MemCacheStrategy(),
+        pacer=Pacer(interval_s=0.0),
+        queue=queue_options or QueueOptions(),
+    )
     app: FastAPI = build_app(settings, "pr-council", options)
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -113,6 +123,43 @@ async def test_an_opened_pull_request_gets_one_summary_one_review_and_one_check(
     assert {r.auth.kind for r in github.requests if "/repos/" in r.path} == {"installation"}
     [job] = await_jobs(settings)
     assert job == ("posted", SHA1)
+
+
+async def test_metrics_count_the_delivery_and_the_posted_review(
+    github: FakeGitHub, settings: Settings
+) -> None:
+    async with running(settings) as (client, queue):
+        await client.post(
+            "/webhook", **signed(sample("pull_request.opened", sha=SHA1), "pull_request")
+        )
+        await queue.wait_idle()
+        metrics = (await client.get("/metrics")).text
+        health = (await client.get("/healthz")).json()
+    assert 'pr_council_reviews_total{outcome="posted"} 1.0' in metrics
+    assert (
+        'pr_council_webhook_deliveries_total{event="pull_request",outcome="queued"} 1.0' in metrics
+    )
+    assert 'pr_council_specialist_seconds_count{agent="security"} 1.0' in metrics
+    assert health == {"status": "ok", "queue_depth": 0}
+
+
+async def test_a_rate_limited_publish_goes_back_to_the_queue_and_posts_once_later(
+    github: FakeGitHub, settings: Settings
+) -> None:
+    limit = github.secondary_rate_limit("POST", r"/pulls/2/reviews$", retry_after=120)
+    clock = FakeClock()
+    async with running(settings, QueueOptions(clock=clock, sleep=clock.sleep)) as (client, queue):
+        start = clock.now
+        await client.post(
+            "/webhook", **signed(sample("pull_request.opened", sha=SHA1), "pull_request")
+        )
+        await queue.wait_idle()
+        [record] = await queue.jobs()
+    assert limit.hits == 1 and clock.now - start >= 120  # waited in the queue, not in place
+    assert (record.state, record.attempts) == ("posted", 1)
+    assert len(github.reviews(OWNER, REPO, NUMBER)) == 1
+    assert len(github.issue_comments(OWNER, REPO, NUMBER)) == 1
+    assert len(github.check_runs(OWNER, REPO)) == 1
 
 
 def await_jobs(settings: Settings) -> list[tuple[str, str]]:
@@ -266,3 +313,34 @@ async def test_malformed_and_oversized_bodies_are_400_and_413(settings: Settings
             "/webhook", **signed(b"x" * (25 * 1024 * 1024 + 1), "pull_request")
         )
     assert (malformed.status_code, huge.status_code) == (400, 413)
+
+
+def test_serve_refuses_to_start_without_its_secret_or_a_working_app_key(
+    github: FakeGitHub,
+) -> None:
+    base = {"GITHUB_API_URL": github.base_url or ""}
+    no_secret = run_cli("serve", env=base)
+    assert no_secret.returncode == 2
+    assert (
+        no_secret.stderr == "pr-council: error: pr-council serve needs PR_COUNCIL_WEBHOOK_SECRET\n"
+    )
+    no_app = run_cli("serve", env={**base, "PR_COUNCIL_WEBHOOK_SECRET": SECRET})
+    assert no_app.returncode == 2 and "PR_COUNCIL_APP_ID" in no_app.stderr
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = other_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    wrong = run_cli(
+        "serve",
+        env={
+            **base,
+            "PR_COUNCIL_WEBHOOK_SECRET": SECRET,
+            "PR_COUNCIL_APP_ID": str(FAKE_APP_ID),
+            "PR_COUNCIL_PRIVATE_KEY": pem,
+        },
+    )
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert "cannot authenticate as the GitHub App: GitHub answered 401" in wrong.stderr
+    assert "PRIVATE KEY" not in wrong.stderr
