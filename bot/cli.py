@@ -171,10 +171,11 @@ async def _review_pull(
         )
         if not args.post:
             return review, snap.config.fail_on, None
-        published = await Publisher(gh).publish(snap, review, snap.config.fail_on or "never")
+        fail_on = snap.config.fail_on or "never"
+        published = await Publisher(gh).publish(snap, review, fail_on, quiet=snap.config.quiet)
         for note in published.notes:
             print(f"pr-council: {note}", file=sys.stderr)
-        return review, snap.config.fail_on, published.summary_url
+        return review, snap.config.fail_on, published.summary_url or "nothing (quiet)"
 
 
 async def _login(gh: GitHub[TokenAuthStrategy]) -> str:

@@ -84,7 +84,8 @@ class ReviewJobHandler:
         _still_current(job, dataclasses.replace(snap, meta=await fetch_meta(gh, ref)))
         fail_on = snap.config.fail_on or "never"
         key = str(job.installation_id or "token")
-        published = await Publisher(gh, self.pacer, key).publish(snap, review, fail_on)
+        publisher = Publisher(gh, self.pacer, key)
+        published = await publisher.publish(snap, review, fail_on, quiet=snap.config.quiet)
         if self.on_review is not None:
             self.on_review("posted", review)
         return published

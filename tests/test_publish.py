@@ -229,3 +229,18 @@ async def test_an_invalid_config_on_the_base_branch_is_reported_and_defaults_use
         review = await review_snapshot(snap, Settings())
     assert snap.config_error and "fail_on" in snap.config_error
     assert any(n.startswith("repository config ignored, defaults used:") for n in review.notes)
+
+
+async def test_quiet_posts_no_summary_on_a_clean_pull_request(fake_github: FakeGitHub) -> None:
+    base = {**BASE, ".github/pr-council.yml": "quiet: true\n"}
+    fake_github.add_pull(
+        "acme", "calm", 5, base_files=base, head_files={**base, "README.md": "# hi\n"}
+    )
+    async with fake_github.installation_client() as gh:
+        snap = await fetch_snapshot(gh, PullRef("acme", "calm", 5), BOT)
+        review = await review_snapshot(snap, Settings())
+        published = await Publisher(gh, NoPause()).publish(snap, review, "major", quiet=True)
+    assert review.findings == () and published.summary_id is None
+    assert fake_github.issue_comments("acme", "calm", 5) == []
+    [run] = fake_github.check_runs("acme", "calm")
+    assert run.conclusion == "success"

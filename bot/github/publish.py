@@ -41,8 +41,8 @@ _LEVEL: dict[str, str] = {
 class Published:
     """What a publication left on GitHub."""
 
-    summary_id: int
-    summary_url: str
+    summary_id: int | None
+    summary_url: str | None
     review_id: int | None = None
     inline_posted: int = 0
     inline_moved: int = 0
@@ -59,9 +59,17 @@ class Publisher:
     pace_key: str = "token"
     checks: bool = True
 
-    async def publish(self, snap: Snapshot, review: Review, fail_on: FailOn) -> Published:
-        """Post new inline comments, upsert the summary, then report the check run."""
+    async def publish(
+        self, snap: Snapshot, review: Review, fail_on: FailOn, *, quiet: bool = False
+    ) -> Published:
+        """Post new inline comments, upsert the summary, then report the check run.
+
+        With `quiet`, a clean review of a pull request we never commented on posts no summary.
+        """
         review, review_id, posted, moved = await self._inline(snap, review)
+        if quiet and not review.findings and snap.ours.summary_id is None:
+            check_id, notes = await self._check(snap, review, fail_on)
+            return Published(None, None, None, 0, 0, check_id, ("quiet: nothing to say",))
         summary_id, url = await self._summary(snap, review)
         check_id, notes = await self._check(snap, review, fail_on)
         return Published(summary_id, url, review_id, posted, moved, check_id, notes)
