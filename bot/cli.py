@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import anyio
-from githubkit import GitHub, TokenAuthStrategy
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException
 
 from agents.diff import DiffError, new_file_texts, parse_diff
 from agents.llm import AnthropicLLM, anthropic_llm
@@ -23,8 +22,10 @@ from agents.model import Mode, Review, at_least
 from agents.orchestrator import ProgressHook
 from agents.render import render_json, render_markdown, render_sarif
 from bot import local
+from bot.action import ActionError, action_command
 from bot.config import (
     REPO_CONFIG_PATH,
+    ActionEnv,
     ConfigError,
     FailOn,
     RepoConfig,
@@ -32,7 +33,7 @@ from bot.config import (
     load_repo_config,
     parse_repo_config,
 )
-from bot.github.client import PullRef, describe, token_client, token_login
+from bot.github.client import PullRef, describe, token_client, token_identity
 from bot.github.publish import Publisher
 from bot.github.snapshot import fetch_snapshot
 from bot.pipeline import Change, SourceTree, build_context, run_review
@@ -74,11 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the GitHub App webhook receiver")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    for name, text in (
-        ("worker", "run a queue worker (procrastinate backend)"),
-        ("action", "run inside GitHub Actions"),
-    ):
-        sub.add_parser(name, help=text)
+    sub.add_parser("worker", help="run a queue worker (procrastinate backend)")
+    sub.add_parser("action", help="run inside GitHub Actions (see action.yml)")
     return parser
 
 
@@ -95,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return review_command(args, Settings.from_env())
         if args.command == "serve":
             return serve_command(args, Settings.from_env())
+        if args.command == "action":
+            return _action(Settings.from_env())
         raise UsageError(f"'pr-council {args.command}' is not available in this version yet")
-    except (UsageError, ConfigError, DiffError, local.GitError, OSError) as exc:
+    except (UsageError, ConfigError, DiffError, local.GitError, ActionError, OSError) as exc:
         return _fail(str(exc))
     except Exception as exc:  # never a traceback for the user; say what broke in one line
         return _fail(f"internal error: {type(exc).__name__}: {exc}")
@@ -162,7 +162,7 @@ async def _review_pull(
     async with token_client(
         settings.github_token.get_secret_value(), settings.github_api_url
     ) as gh:
-        snap = await fetch_snapshot(gh, ref, await _login(gh))
+        snap = await fetch_snapshot(gh, ref, await token_identity(gh))
         if args.config:
             snap = dataclasses.replace(snap, config=load_repo_config(Path(args.config)))
         note = _model_note(args)
@@ -178,14 +178,18 @@ async def _review_pull(
         return review, snap.config.fail_on, published.summary_url or "nothing (quiet)"
 
 
-async def _login(gh: GitHub[TokenAuthStrategy]) -> str:
-    """Return who the token acts as; a workflow token cannot ask, and is the Actions bot."""
-    try:
-        return await token_login(gh)
-    except RequestFailed as exc:
-        if exc.response.status_code != 403:
-            raise
-        return "github-actions[bot]"
+def _action(settings: Settings) -> int:
+    """Run as a GitHub Action step."""
+    llm = None
+    if settings.anthropic_api_key is not None:
+        llm = anthropic_llm(
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            model=settings.model,
+            fallbacks=settings.fallback_models,
+            base_url=settings.anthropic_base_url,
+            prices=settings.prices,
+        )
+    return action_command(settings, ActionEnv.from_env(), llm)
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:

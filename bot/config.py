@@ -155,6 +155,66 @@ class Settings(BaseModel):
         )
 
 
+PostMode = Literal["review", "summary", "none"]
+
+
+class ActionEnv(BaseModel):
+    """What a GitHub Actions runner and our action.yml inputs put in the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_name: str
+    event_path: Path
+    repository: str = ""
+    output_file: Path | None = None
+    step_summary: Path | None = None
+    runner_temp: Path = Path(".")
+    workspace: Path = Path(".")
+    mode: Literal["parallel", "sequential", "adaptive"] = "parallel"
+    fail_on: FailOn | None = None
+    config_path: str = REPO_CONFIG_PATH
+    coverage_file: str | None = None
+    max_inline_comments: int | None = Field(default=None, ge=0, le=50)
+    post: PostMode = "review"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ActionEnv:
+        """Read the runner's variables (GitHub docs: "Variables reference") and our inputs."""
+        if not environ.get("GITHUB_EVENT_NAME") or not environ.get("GITHUB_EVENT_PATH"):
+            raise ConfigError(
+                "pr-council action runs inside GitHub Actions (GITHUB_EVENT_NAME unset)"
+            )
+        values = {
+            "event_name": environ["GITHUB_EVENT_NAME"],
+            "event_path": environ["GITHUB_EVENT_PATH"],
+            "repository": environ.get("GITHUB_REPOSITORY", ""),
+            "output_file": environ.get("GITHUB_OUTPUT") or None,
+            "step_summary": environ.get("GITHUB_STEP_SUMMARY") or None,
+            "runner_temp": environ.get("RUNNER_TEMP") or ".",
+            "workspace": environ.get("GITHUB_WORKSPACE") or ".",
+            **_inputs(environ),
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(f"pr-council action: {_describe(exc)}") from exc
+
+
+def _inputs(environ: Mapping[str, str]) -> dict[str, str]:
+    """Return the action inputs that were given (action.yml passes them as INPUT_*)."""
+    names = {
+        "mode": "INPUT_MODE",
+        "fail_on": "INPUT_FAIL_ON",
+        "config_path": "INPUT_CONFIG_PATH",
+        "coverage_file": "INPUT_COVERAGE_FILE",
+        "max_inline_comments": "INPUT_MAX_INLINE_COMMENTS",
+        "post": "INPUT_POST",
+    }
+    return {
+        field: environ[var].strip() for field, var in names.items() if environ.get(var, "").strip()
+    }
+
+
 def _names(value: str | None) -> tuple[str, ...]:
     """Split a comma-separated model list; unset means the default fallbacks."""
     if value is None:

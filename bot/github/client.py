@@ -116,6 +116,16 @@ async def token_login(gh: GitHub[TokenAuthStrategy]) -> str:
     return (await gh.rest.users.async_get_authenticated()).parsed_data.login
 
 
+async def token_identity(gh: GitHub[TokenAuthStrategy]) -> str:
+    """Return who a token acts as; a workflow token may not ask, and is the Actions bot."""
+    try:
+        return await token_login(gh)
+    except RequestFailed as exc:
+        if exc.response.status_code != 403:
+            raise
+        return "github-actions[bot]"
+
+
 def classify(exc: GitHubException) -> RetryLater | PermanentFailure:
     """Turn a GitHub failure into a queue decision: retry later or give up."""
     if isinstance(exc, RateLimitExceeded):

@@ -90,11 +90,13 @@ class ApiTree:
         return {p: self.blobs[p] for p in paths if p in self.blobs}
 
 
-async def fetch_snapshot(gh: GitHub[Any], ref: PullRef, bot_login: str) -> Snapshot:
+async def fetch_snapshot(
+    gh: GitHub[Any], ref: PullRef, bot_login: str, config_path: str = REPO_CONFIG_PATH
+) -> Snapshot:
     """Read everything a review of `ref` needs, as of its current head."""
     meta = await fetch_meta(gh, ref)
     diff = await fetch_diff(gh, ref)
-    config, config_error = await fetch_config(gh, ref, meta.base_ref)
+    config, config_error = await fetch_config(gh, ref, meta.base_ref, config_path)
     paths = await fetch_paths(gh, ref, meta.head_sha)
     wanted = _wanted(diff, config, paths)
     blobs = await fetch_contents(gh, ref, meta.head_sha, wanted)
@@ -152,14 +154,14 @@ async def _diff_from_files(gh: GitHub[Any], ref: PullRef) -> Diff:
 
 
 async def fetch_config(
-    gh: GitHub[Any], ref: PullRef, base_ref: str
+    gh: GitHub[Any], ref: PullRef, base_ref: str, path: str = REPO_CONFIG_PATH
 ) -> tuple[RepoConfig, str | None]:
-    """Read .github/pr-council.yml from the base branch, never from the PR's head."""
-    data = await fetch_file(gh, ref, base_ref, REPO_CONFIG_PATH)
+    """Read the repository config from the base branch, never from the PR's head."""
+    data = await fetch_file(gh, ref, base_ref, path)
     if data is None:
         return RepoConfig(), None
     try:
-        return parse_repo_config(data.decode("utf-8", errors="replace"), REPO_CONFIG_PATH), None
+        return parse_repo_config(data.decode("utf-8", errors="replace"), path), None
     except ConfigError as exc:
         return RepoConfig(), str(exc)
 
