@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,10 +17,11 @@ from bot.config import Settings
 from bot.github.client import Pacer, PullRef, classify
 from bot.github.publish import Published, Publisher
 from bot.github.snapshot import Snapshot, fetch_meta, fetch_snapshot
-from bot.jobs import ReviewJob, Superseded
+from bot.jobs import RetryLater, ReviewJob, Superseded
 from bot.pipeline import build_context, run_review
 
 log = logging.getLogger("pr_council.review")
+_MAX_HEAD_MOVES = 3
 
 # Who the job acts as: a client for the installation, and the login our comments carry.
 Clients = Callable[[int | None], Awaitable[tuple[GitHub[Any], str]]]
@@ -74,26 +74,40 @@ class ReviewJobHandler:
         log.info("%s: posted summary %s", job.label, published.summary_url)
 
     async def _run(self, job: ReviewJob) -> Published:
-        """Fetch, check the head is still current, review and publish."""
+        """Review the pull request's current head and publish it.
+
+        Deliveries can arrive out of order (a burst, a redelivery): an older push's job may
+        have superseded the newer one. So a job reviews whatever the head is now, and if the
+        head moves while it reviews, it starts over on the new head (a few times at most).
+        """
         gh, login = await self.clients(job.installation_id)
         ref = PullRef(job.owner, job.repo, job.number)
-        snap = await fetch_snapshot(gh, ref, login)
-        _still_current(job, snap)
-        review = await review_snapshot(snap, self.settings, mode=self.mode, llm=self.llm())
-        # The review took a while: one GET is cheaper than publishing for an outdated head.
-        _still_current(job, dataclasses.replace(snap, meta=await fetch_meta(gh, ref)))
+        for _ in range(_MAX_HEAD_MOVES):
+            snap = await fetch_snapshot(gh, ref, login)
+            _still_open(snap.meta.state)
+            if snap.meta.head_sha != job.head_sha:
+                log.info("%s: head is now %s; reviewing it", job.label, snap.meta.head_sha[:7])
+            review = await review_snapshot(snap, self.settings, mode=self.mode, llm=self.llm())
+            # The review took a while: one GET is cheaper than publishing an outdated head.
+            now = await fetch_meta(gh, ref)
+            _still_open(now.state)
+            if now.head_sha == snap.meta.head_sha:
+                return await self._publish(gh, job, snap, review)
+        raise RetryLater("the head kept moving during the review", 30.0)
+
+    async def _publish(
+        self, gh: GitHub[Any], job: ReviewJob, snap: Snapshot, review: Review
+    ) -> Published:
+        """Publish the review, paced per installation."""
         fail_on = snap.config.fail_on or "never"
-        key = str(job.installation_id or "token")
-        publisher = Publisher(gh, self.pacer, key)
+        publisher = Publisher(gh, self.pacer, str(job.installation_id or "token"))
         published = await publisher.publish(snap, review, fail_on, quiet=snap.config.quiet)
         if self.on_review is not None:
             self.on_review("posted", review)
         return published
 
 
-def _still_current(job: ReviewJob, snap: Snapshot) -> None:
-    """Stop when the pull request's head moved past the job's commit or it was closed."""
-    if snap.meta.head_sha != job.head_sha:
-        raise Superseded(f"head moved to {snap.meta.head_sha[:7]}")
-    if snap.meta.state != "open":
+def _still_open(state: str) -> None:
+    """Stop when the pull request was closed."""
+    if state != "open":
         raise Superseded("the pull request is closed")

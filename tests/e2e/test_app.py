@@ -344,3 +344,22 @@ def test_serve_refuses_to_start_without_its_secret_or_a_working_app_key(
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "cannot authenticate as the GitHub App: GitHub answered 401" in wrong.stderr
     assert "PRIVATE KEY" not in wrong.stderr
+
+
+async def test_an_older_push_delivered_late_still_ends_with_the_current_head_reviewed(
+    github: FakeGitHub, settings: Settings
+) -> None:
+    github.push(OWNER, REPO, NUMBER, SHA2, FIXED)
+    stall = github.fail("GET", rf"/git/trees/{SHA2}", None, delay_s=60)
+    newer = sample("pull_request.synchronize", sha=SHA2)
+    older = sample("pull_request.opened", sha=SHA1)
+    async with running(settings) as (client, queue):
+        await client.post("/webhook", **signed(newer, "pull_request"))
+        await github.wait_until(lambda _: stall.hits == 1)
+        await client.post("/webhook", **signed(older, "pull_request"))  # supersedes the newer
+        with anyio.fail_after(30):
+            await queue.wait_idle()
+    assert await_jobs(settings) == [("superseded", SHA2), ("posted", SHA1)]
+    assert [r.head_sha for r in github.check_runs(OWNER, REPO)] == [SHA2]
+    [summary] = github.issue_comments(OWNER, REPO, NUMBER)
+    assert f"Reviewed at commit {SHA2[:7]}" in summary.body
