@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import anyio
+import certifi
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import BaseCacheStrategy, MemCacheStrategy
 from githubkit.exception import (
@@ -30,6 +32,10 @@ MAX_INLINE_WAIT_S = 10.0
 # ("Best practices for using the REST API", avoid secondary rate limits).
 WRITE_INTERVAL_S = 1.0
 _TIMEOUT_S = 30.0
+# githubkit builds a new httpx client per request, and httpx loads the CA bundle into a new
+# SSL context each time: ~36 ms of CPU on the event loop per request (benchmarks/README.md,
+# webhook.py). One verified context for the process, with httpx's own CA bundle, does it once.
+_SSL = ssl.create_default_context(cafile=certifi.where())
 _PR_URL = re.compile(r"^https?://[^/]+/([^/]+)/([^/]+)/pull/(\d+)/?$")
 
 T = TypeVar("T")
@@ -81,6 +87,7 @@ def token_client(
         http_cache=False,
         cache_strategy=cache or MemCacheStrategy(),
         timeout=_TIMEOUT_S,
+        ssl_verify=_SSL,
     )
 
 
@@ -95,6 +102,7 @@ def app_client(
         http_cache=False,
         cache_strategy=cache or MemCacheStrategy(),
         timeout=_TIMEOUT_S,
+        ssl_verify=_SSL,
     )
 
 
