@@ -86,7 +86,7 @@ class EmbeddedQueue:
         # One journal thread at a time: SQLite work never runs on the event loop.
         self._limiter = anyio.CapacityLimiter(1)
         self._batch = _Batch()
-        self._committing = False
+        self._commit_lock = anyio.Lock()
         self._changed = anyio.Event()
         self._active: dict[int, anyio.CancelScope] = {}
 
@@ -132,26 +132,27 @@ class EmbeddedQueue:
         batch = self._batch
         index = len(batch.jobs)
         batch.jobs.append(job)
-        if self._committing:
-            await batch.done.wait()
+        if index == 0:
+            await self._lead(batch)
         else:
-            await self._commit_all()
+            await batch.done.wait()
         accepted = batch.result(index)
         if accepted.outcome == "queued":
             logger.info("queued review %s (job %s)", job.label, accepted.job_id)
         return accepted.outcome
 
-    async def _commit_all(self) -> None:
-        """Commit batches until no submit is waiting; later submits join the next batch."""
-        self._committing = True
-        try:
-            # Shielded: the submits riding on this commit must get their answers.
-            with anyio.CancelScope(shield=True):
-                while self._batch.jobs:
-                    batch, self._batch = self._batch, _Batch()
-                    await self._commit(batch)
-        finally:
-            self._committing = False
+    async def _lead(self, batch: _Batch) -> None:
+        """Commit the batch this submit opened, once the previous batch's commit is done.
+
+        Submits arriving meanwhile join it (a group commit); the next one opens a new batch,
+        so no submit waits for more than the commit before its own.
+        """
+        # Shielded: the submits riding on this commit must get their answers.
+        with anyio.CancelScope(shield=True):
+            async with self._commit_lock:
+                if self._batch is batch:
+                    self._batch = _Batch()
+                await self._commit(batch)
 
     async def _commit(self, batch: _Batch) -> None:
         """Write one batch in one transaction, act on it and wake its submitters."""
