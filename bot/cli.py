@@ -205,7 +205,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     except GitHubException as exc:
         raise UsageError(f"cannot authenticate as the GitHub App: {describe(exc)}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(build_app(settings, slug), host=args.host, port=args.port, log_level="info")
+    # Our own line per delivery says more than uvicorn's access log; one is enough.
+    app = build_app(settings, slug)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 
