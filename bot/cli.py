@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -75,9 +75,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the GitHub App webhook receiver")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    sub.add_parser("worker", help="run a queue worker (procrastinate backend)")
+    _worker_parser(sub.add_parser("worker", help="run a queue worker (procrastinate backend)"))
+    db = sub.add_parser("db", help="manage the PostgreSQL database of scale-out")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("migrate", help="apply the schema (once; safe to run again)")
     sub.add_parser("action", help="run inside GitHub Actions (see action.yml)")
     return parser
+
+
+def _worker_parser(worker: argparse.ArgumentParser) -> None:
+    """Define `pr-council worker`'s options (docs/scale-out.md)."""
+    add = worker.add_argument
+    add(
+        "--concurrency",
+        type=_positive(int),
+        default=2,
+        metavar="N",
+        help="reviews at once (default 2)",
+    )
+    add("--grace-period", type=_positive(float), default=60.0, metavar="S",
+        help="on SIGTERM, let running reviews finish this long, then put them back (default 60)")  # fmt: skip
+    add("--heartbeat", type=_positive(float), default=10.0, metavar="S",
+        help="seconds between this worker's heartbeats (default 10)")  # fmt: skip
+    add("--stalled-after", type=_positive(float), default=60.0, metavar="S",
+        help="requeue jobs of workers silent this long (default 60)")  # fmt: skip
+    add("--poll", type=_positive(float), default=1.0, metavar="S",
+        help="fallback polling interval; LISTEN/NOTIFY wakes workers at once (default 1)")  # fmt: skip
+    add("--write-interval", type=float, default=1.0, metavar="S",
+        help="seconds between content-creating requests per installation, all workers together"
+             " (default 1, GitHub's advice; lower it only against a test server)")  # fmt: skip
+
+
+def _positive(kind: type[float]) -> Callable[[str], float]:
+    """Parse a positive number for argparse."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_command(args, Settings.from_env())
         if args.command == "action":
             return _action(Settings.from_env())
+        if args.command == "worker":
+            return worker_command(args, Settings.from_env())
+        if args.command == "db":
+            return db_command(Settings.from_env())
         raise UsageError(f"'pr-council {args.command}' is not available in this version yet")
     except (UsageError, ConfigError, DiffError, local.GitError, ActionError, OSError) as exc:
         return _fail(str(exc))
@@ -200,6 +242,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.webhook_secret is None:
         raise UsageError("pr-council serve needs PR_COUNCIL_WEBHOOK_SECRET")
+    _check_database(settings, required=False)
     try:
         slug = anyio.run(fetch_slug, settings)
     except GitHubException as exc:
@@ -209,6 +252,71 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     app = build_app(settings, slug)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
+
+
+def worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Review jobs from PostgreSQL until SIGTERM, then stop within the grace period."""
+    from bot.pgqueue import WorkerOptions
+    from bot.serve import fetch_slug, run_worker
+
+    _check_database(settings, required=True)
+    if settings.app_id is None or settings.private_key is None:
+        raise UsageError("pr-council worker needs PR_COUNCIL_APP_ID and PR_COUNCIL_PRIVATE_KEY")
+    try:
+        anyio.run(fetch_slug, settings)
+    except GitHubException as exc:
+        raise UsageError(f"cannot authenticate as the GitHub App: {describe(exc)}") from None
+    options = WorkerOptions(
+        concurrency=int(args.concurrency),
+        poll_s=args.poll,
+        grace_s=args.grace_period,
+        heartbeat_s=args.heartbeat,
+        stalled_s=args.stalled_after,
+        write_interval_s=max(0.0, args.write_interval),
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    anyio.run(run_worker, settings, options)
+    return 0
+
+
+def db_command(settings: Settings) -> int:
+    """Apply the scale-out schema: procrastinate's once, then ours (idempotent)."""
+    from bot.pgstate import is_postgres, migrate
+
+    url = settings.database_url
+    if not is_postgres(url):
+        raise UsageError("pr-council db migrate needs PR_COUNCIL_DATABASE_URL=postgresql://...")
+    fresh = _connect(migrate, url)
+    print("pr-council: schema " + ("applied" if fresh else "already applied; up to date"))
+    return 0
+
+
+def _check_database(settings: Settings, *, required: bool) -> None:
+    """Refuse a scale-out start on a database that is not set, not reachable or not migrated."""
+    from bot.pgstate import is_postgres, schema_ready
+
+    url = settings.database_url
+    if not is_postgres(url):
+        if required:
+            raise UsageError(
+                "pr-council worker needs PR_COUNCIL_DATABASE_URL=postgresql://... "
+                "(with the embedded queue, pr-council serve runs the reviews itself)"
+            )
+        return
+    if not _connect(schema_ready, url):
+        raise UsageError("the database has no pr-council schema: run `pr-council db migrate`")
+
+
+def _connect(check: Callable[[str], Awaitable[bool]], url: str) -> bool:
+    """Run a database call; a connection failure is a one-line error without the URL."""
+    import psycopg
+
+    try:
+        return anyio.run(check, url)
+    except psycopg.OperationalError as exc:
+        # libpq's message names the host and port, never the password.
+        reason = str(exc).strip() or type(exc).__name__
+        raise UsageError(f"cannot use PR_COUNCIL_DATABASE_URL: {reason}") from None
 
 
 def _llm(args: argparse.Namespace, settings: Settings) -> AnthropicLLM | None:

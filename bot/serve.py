@@ -21,6 +21,8 @@ from bot.github.snapshot import fetch_meta
 from bot.jobs import Handler, PermanentFailure, RetryLater, ReviewJob, Superseded
 from bot.journal import Journal
 from bot.metrics import Metrics
+from bot.pgqueue import ProcrastinateQueue, ReviewRetry, WorkerOptions
+from bot.pgstate import Database, PgCacheStrategy, PgPacer, is_postgres
 from bot.queue import EmbeddedQueue, QueueOptions
 from bot.runner import ReviewJobHandler
 from bot.webhooks import EnqueueCommand
@@ -61,6 +63,8 @@ def build_app(
     """Wire the receiver, the durable queue and the review workers together."""
     options = options or ServeOptions()
     secret = _required(settings.webhook_secret, "PR_COUNCIL_WEBHOOK_SECRET")
+    if is_postgres(settings.database_url):
+        return _enqueue_only(settings, app_slug, options, secret)
     gh = _app(settings, options.cache)
     queue = EmbeddedQueue(
         Journal(settings.state_dir / QUEUE_FILE, options.queue.clock), options.queue
@@ -89,6 +93,69 @@ def build_app(
     )
     app.state.queue = queue  # for operators' tooling and tests: jobs(), wait_idle()
     return app
+
+
+def _enqueue_only(
+    settings: Settings, app_slug: str | None, options: ServeOptions, secret: SecretStr
+) -> FastAPI:
+    """Receive webhooks into PostgreSQL; `pr-council worker` processes do the reviews."""
+    queue = _pg_queue(Database(_database_url(settings)), options)
+    gh = _app(settings, options.cache or PgCacheStrategy(queue.database))
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[None]:
+        async with queue.opened():
+            yield
+
+    app = create_app(
+        secret=secret,
+        queue=queue,
+        metrics=Metrics(),
+        app_slug=app_slug,
+        lifespan_tasks=opened,
+        commands=_commands(gh),
+    )
+    app.state.queue = queue
+    return app
+
+
+def build_worker(
+    settings: Settings, worker: WorkerOptions, options: ServeOptions | None = None
+) -> tuple[ProcrastinateQueue, ReviewJobHandler]:
+    """Build a worker's queue and handler; tokens and write pacing shared through PostgreSQL."""
+    database = Database(_database_url(settings), max_size=worker.concurrency + 4)
+    options = options or ServeOptions(
+        cache=PgCacheStrategy(database),
+        pacer=PgPacer(interval_s=worker.write_interval_s, database=database),
+    )
+    llm = options.llm or _llm_factory(settings)
+    clients = AppClients(_app(settings, options.cache))
+    handler = ReviewJobHandler(clients, settings, llm=llm, pacer=options.pacer)
+    return _pg_queue(database, options), handler
+
+
+async def run_worker(
+    settings: Settings, worker: WorkerOptions, options: ServeOptions | None = None
+) -> None:
+    """Review jobs from PostgreSQL until SIGTERM or SIGINT (`pr-council worker`)."""
+    queue, handler = build_worker(settings, worker, options)
+    async with queue.opened():
+        await queue.work(handler, worker)
+
+
+def _pg_queue(database: Database, options: ServeOptions) -> ProcrastinateQueue:
+    """Build the PostgreSQL queue with the embedded queue's retry settings."""
+    tuning = options.queue
+    retry = ReviewRetry(tuning.max_attempts, tuning.backoff_base_s, tuning.backoff_cap_s)
+    return ProcrastinateQueue(database, retry)
+
+
+def _database_url(settings: Settings) -> str:
+    """Return the PostgreSQL URL scale-out needs, or stop with what to set."""
+    url = settings.database_url
+    if not is_postgres(url):
+        raise ConfigError("PR_COUNCIL_DATABASE_URL must be a postgresql:// URL for scale-out")
+    return url
 
 
 async def fetch_slug(settings: Settings, cache: BaseCacheStrategy | None = None) -> str:
