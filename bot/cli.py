@@ -86,13 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _worker_parser(worker: argparse.ArgumentParser) -> None:
     """Define `pr-council worker`'s options (docs/scale-out.md)."""
     add = worker.add_argument
-    add(
-        "--concurrency",
-        type=_positive(int),
-        default=2,
-        metavar="N",
-        help="reviews at once (default 2)",
-    )
+    add("--concurrency", type=_positive(int), default=2, metavar="N",
+        help="reviews this process runs at once (default 2)")  # fmt: skip
     add("--grace-period", type=_positive(float), default=60.0, metavar="S",
         help="on SIGTERM, let running reviews finish this long, then put them back (default 60)")  # fmt: skip
     add("--heartbeat", type=_positive(float), default=10.0, metavar="S",
