@@ -69,7 +69,7 @@ class Run:
     reviews: int
     wall_s: float
     review_s: float  # mean time from a job's start to its end
-    worker_cpu_s: float  # workers and their analyzer subprocesses
+    worker_cpu_s: float  # workers and their analyzer subprocesses, from the first job on
     harness_cpu_s: float  # this process: the fake GitHub and the fake model
     posted_once: bool
 
@@ -133,7 +133,9 @@ def worker_env(url: str, github: FakeGitHub, model: FakeAnthropic, tmp: Path) ->
 
 
 @contextmanager
-def workers(count: int, concurrency: int, env: dict[str, str], tmp: Path) -> Iterator[None]:
+def workers(
+    count: int, concurrency: int, env: dict[str, str], tmp: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Run `count` worker processes; stop them with SIGTERM (SIGKILL if they linger)."""
     command = [str(CLI), "worker", "--concurrency", str(concurrency)]
     procs = []
@@ -141,7 +143,7 @@ def workers(count: int, concurrency: int, env: dict[str, str], tmp: Path) -> Ite
         with (tmp / f"worker-{i}.log").open("wb") as log:
             procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
-        yield
+        yield procs
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -196,16 +198,16 @@ def run(
     jobs = add_pulls(github, args.reviews)
     model.reset()
     model.handler = CouncilScript(output_tokens=10)
-    cpu = _cpu()
     with fresh_database(args.database_url) as url:
-        with workers(n, args.concurrency, worker_env(url, github, model, tmp), tmp):
+        with workers(n, args.concurrency, worker_env(url, github, model, tmp), tmp) as procs:
             wait_for(url, "SELECT count(*) FROM procrastinate_workers", n, 120)
+            before, harness = _cpu(procs), _own_cpu()
             anyio.run(submit_all, url, jobs)
             wait_for(url, FINISHED, args.reviews, 3600)
+            worker_cpu, harness_cpu = _cpu(procs) - before, _own_cpu() - harness
         wall, review = scalar(url, WALL), scalar(url, REVIEW)
         once = scalar(url, SUCCEEDED) == args.reviews and _posted_once(github, jobs)
-    workers_cpu, harness_cpu = (now - before for now, before in zip(_cpu(), cpu, strict=True))
-    return Run(n, args.concurrency, args.reviews, wall, review, workers_cpu, harness_cpu, once)
+    return Run(n, args.concurrency, args.reviews, wall, review, worker_cpu, harness_cpu, once)
 
 
 def _posted_once(fake: FakeGitHub, jobs: Sequence[ReviewJob]) -> bool:
@@ -217,11 +219,19 @@ def _posted_once(fake: FakeGitHub, jobs: Sequence[ReviewJob]) -> bool:
     )
 
 
-def _cpu() -> tuple[float, float]:
-    """Return the CPU seconds of reaped children (workers) and of this process so far."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cpu(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """Return the CPU seconds of the workers and their reaped subprocesses (Linux /proc)."""
+    total = 0.0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    """Return this process's CPU seconds so far."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return children.ru_utime + children.ru_stime, own.ru_utime + own.ru_stime
+    return own.ru_utime + own.ru_stime
 
 
 def rows(runs: Sequence[Run]) -> list[list[object]]:
@@ -230,8 +240,8 @@ def rows(runs: Sequence[Run]) -> list[list[object]]:
     return [
         [r.workers, r.workers * r.concurrency, f"{r.wall_s:.1f}", f"{r.throughput:.3f}",
          f"{base * r.workers:.3f}", f"{r.throughput / (base * r.workers):.0%}",
-         f"{r.review_s:.2f}", f"{r.slot_use:.0%}", f"{r.worker_cpu_s:.0f}",
-         f"{r.harness_cpu_s:.0f}", "yes" if r.posted_once else "NO"]
+         f"{r.review_s:.2f}", f"{r.slot_use:.0%}", f"{r.worker_cpu_s:.1f}",
+         f"{r.harness_cpu_s:.1f}", "yes" if r.posted_once else "NO"]
         for r in runs
     ]  # fmt: skip
 
