@@ -8,6 +8,7 @@ using webhooks": respond within 10 seconds, do the work asynchronously). Answers
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,11 +19,11 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
-from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bot import webhooks
 from bot.jobs import ReviewJob, ReviewQueue
@@ -59,6 +60,7 @@ class _Seen:
     delivery: str = "-"
     event: str = "unverified"
     action: str | None = None
+    job: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -78,17 +80,39 @@ def create_app(
     if not key:
         raise ValueError("the webhook secret is empty: set PR_COUNCIL_WEBHOOK_SECRET")
     receiver = _Receiver(key, queue, metrics, app_slug, commands, max_body_bytes, review_drafts)
-    app = FastAPI(
+    app = _ReceiverApp(
+        receiver,
         title="pr-council",
         lifespan=lambda _app: receiver.lifespan(lifespan_tasks),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_api_route("/webhook", receiver.webhook, methods=["POST"], response_model=None)
+    # Routed too, for other methods' 405; an object, so Starlette calls it as a raw ASGI app.
+    app.router.routes.append(Route("/webhook", receiver, methods=["POST"]))
     app.add_api_route("/healthz", receiver.healthz, methods=["GET"], response_model=None)
     app.add_api_route("/metrics", receiver.scrape, methods=["GET"], response_model=None)
     return app
+
+
+class _ReceiverApp(FastAPI):
+    """The FastAPI app, with POST /webhook answered before FastAPI's middleware and router.
+
+    Under a burst the receiver is CPU-bound on one event loop, so every layer a delivery goes
+    through delays the ones queued behind it (benchmarks/README.md, webhook.py). The webhook
+    handler turns every failure into a 4xx itself, so it needs no error middleware.
+    """
+
+    def __init__(self, webhook: _Receiver, **options: Any) -> None:
+        super().__init__(**options)
+        self._webhook = webhook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send POST /webhook straight to the receiver; everything else through FastAPI."""
+        if scope["type"] == "http" and scope["path"] == "/webhook" and scope["method"] == "POST":
+            await self._webhook(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 class _Receiver:
@@ -112,8 +136,7 @@ class _Receiver:
 
     @asynccontextmanager
     async def lifespan(self, tasks: LifespanTasks | None) -> AsyncIterator[None]:
-        """Warm the parser, run `tasks` (the queue's workers) and own background commands."""
-        await anyio.to_thread.run_sync(webhooks.warm_up)
+        """Run `tasks` (the queue's workers) and own background commands."""
         async with tasks() if tasks else nullcontext(), anyio.create_task_group() as group:
             self._group = group
             try:
@@ -122,11 +145,12 @@ class _Receiver:
                 self._group = None
                 group.cancel_scope.deadline = anyio.current_time() + COMMAND_GRACE_S
 
-    async def webhook(self, request: Request) -> JSONResponse:
-        """Answer one delivery; any failure becomes a 4xx, never a 5xx."""
-        seen = _Seen(delivery=_clip(request.headers.get("x-github-delivery")))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one delivery to POST /webhook (raw ASGI); any failure becomes a 4xx, never a 5xx."""
+        headers = _headers(scope)
+        seen = _Seen(delivery=_clip(headers.get("x-github-delivery")))
         try:
-            reply = await self._handle(request, seen)
+            reply = await self._handle(headers, receive, seen)
         except WebhookError as exc:
             reply = _rejected(exc.status, exc.message, _REJECTED[exc.status])
         except Exception:
@@ -134,29 +158,31 @@ class _Receiver:
             log.exception("delivery %r: unexpected error while handling it", seen.delivery)
             reply = _rejected(400, "could not process the delivery", "error")
         self._record(seen, reply)
-        return JSONResponse(reply.body, status_code=reply.status_code)
+        await _send_json(send, reply)
 
-    async def _handle(self, request: Request, seen: _Seen) -> _Reply:
+    async def _handle(self, headers: dict[str, str], receive: Receive, seen: _Seen) -> _Reply:
         """Check size, signature and headers, route the delivery and act on it."""
-        body = await _read_body(request, self._max_body)
-        webhooks.verify_signature(self._key, body, request.headers.get(webhooks.SIGNATURE_HEADER))
-        event = _required(request.headers, "X-GitHub-Event")
+        body = await _read_body(receive, headers.get("content-length"), self._max_body)
+        webhooks.verify_signature(self._key, body, headers.get(_SIGNATURE))
+        event = _required(headers, "X-GitHub-Event")
         # "Best practices for using webhooks": X-GitHub-Delivery is unique per delivery and a
         # redelivery reuses it; the queue de-duplicates on it.
-        delivery = _required(request.headers, "X-GitHub-Delivery")
+        delivery = _required(headers, "X-GitHub-Delivery")
         seen.event = event
         routed = webhooks.route(
             event, delivery, body, app_slug=self._app_slug, review_drafts=self._review_drafts
         )
         seen.action = routed.action
-        return await self._act(routed)
+        return await self._act(routed, seen)
 
-    async def _act(self, routed: webhooks.Routed) -> _Reply:
+    async def _act(self, routed: webhooks.Routed, seen: _Seen) -> _Reply:
         """Turn a routing decision into an answer, queueing the job if there is one."""
         match routed:
             case webhooks.Enqueue(job=job):
+                seen.job = job.label
                 return await self._submit(job)
             case webhooks.EnqueueCommand():
+                seen.job = routed.target
                 return self._schedule(routed)
             case webhooks.Pong(zen=zen):
                 return _Reply(200, {"status": "pong", "zen": zen}, "pong")
@@ -204,12 +230,13 @@ class _Receiver:
         label = webhooks.event_label(seen.event) if seen.event != "unverified" else seen.event
         self._metrics.observe_delivery(label, reply.outcome, seconds)
         log.info(
-            "delivery %r event=%r action=%r outcome=%s status=%d %.1f ms",
+            "delivery %r event=%r action=%r outcome=%s status=%d job=%s %.1f ms",
             seen.delivery,
             seen.event,
             seen.action,
             reply.outcome,
             reply.status_code,
+            seen.job or "-",
             seconds * 1000,
         )
 
@@ -233,6 +260,10 @@ class _Receiver:
 
 
 _REJECTED: Final = {400: "bad_request", 401: "unauthorized", 413: "too_large"}
+_SIGNATURE: Final = webhooks.SIGNATURE_HEADER.lower()
+_READ_HEADERS: Final = frozenset(
+    {"content-length", "x-github-delivery", "x-github-event", _SIGNATURE}
+)
 
 
 def _ignored(reason: str, outcome: str = "ignored") -> _Reply:
@@ -245,20 +276,40 @@ def _rejected(status_code: int, reason: str, outcome: str) -> _Reply:
     return _Reply(status_code, {"status": "rejected", "reason": reason}, outcome)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing one over `limit` bytes (413) without reading the rest."""
-    _check_declared_length(request.headers.get("content-length"), limit)
+    _check_declared_length(declared, limit)
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise WebhookError(413, f"the body is over {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:  # nobody reads the answer; no traceback in the log
-        raise WebhookError(400, "the client disconnected") from exc
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":  # nobody reads the answer; no traceback
+            raise WebhookError(400, "the client disconnected")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise WebhookError(413, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Return the request's headers we read, by lower-case name (the first of repeats wins)."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        if name in _READ_HEADERS and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
+
+
+async def _send_json(send: Send, reply: _Reply) -> None:
+    """Send `reply` as an application/json response."""
+    body = json.dumps(reply.body, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": reply.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _check_declared_length(declared: str | None, limit: int) -> None:
@@ -272,9 +323,9 @@ def _check_declared_length(declared: str | None, limit: int) -> None:
         raise WebhookError(413, f"the body is over {limit} bytes")
 
 
-def _required(headers: Headers, name: str) -> str:
+def _required(headers: dict[str, str], name: str) -> str:
     """Return a required header's value, or raise WebhookError(400)."""
-    value = headers.get(name, "")
+    value = headers.get(name.lower(), "")
     if not value or len(value) > MAX_HEADER_CHARS:
         raise WebhookError(400, f"missing or invalid {name} header")
     return value

@@ -138,7 +138,7 @@ class EmbeddedQueue:
             await batch.done.wait()
         accepted = batch.result(index)
         if accepted.outcome == "queued":
-            logger.info("queued review %s (job %s)", job.label, accepted.job_id)
+            logger.debug("queued review %s (job %s)", job.label, accepted.job_id)
         return accepted.outcome
 
     async def _lead(self, batch: _Batch) -> None:

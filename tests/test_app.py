@@ -281,7 +281,9 @@ async def test_an_unexpected_failure_is_a_400_logged_with_the_delivery_id(
     failure = next(r for r in caplog.records if r.exc_info)
     assert sent["X-GitHub-Delivery"] in failure.getMessage()
     assert "journal is locked" in caplog.text
-    assert "Codertocat" not in caplog.text  # no payload in the logs
+    # The job's label (owner/repo#number@sha) is logged; the payload's text never is.
+    assert "Codertocat/Hello-World#2@" in caplog.text
+    assert "yaml.safe_load" not in caplog.text
     assert SECRET not in caplog.text
 
 
