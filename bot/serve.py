@@ -198,11 +198,20 @@ def _commands(gh: GitHub[AppAuthStrategy]) -> Callable[[EnqueueCommand], Any]:
     return resolve
 
 
+_KEY_SETTINGS = "PR_COUNCIL_PRIVATE_KEY or PR_COUNCIL_PRIVATE_KEY_PATH"
+
+
 def _app(settings: Settings, cache: BaseCacheStrategy | None) -> GitHub[AppAuthStrategy]:
     """Build the App's client from the settings."""
     app_id = settings.app_id or _missing("PR_COUNCIL_APP_ID")
-    key = _required(settings.private_key, "PR_COUNCIL_PRIVATE_KEY or PR_COUNCIL_PRIVATE_KEY_PATH")
-    return app_client(app_id, key.get_secret_value(), settings.github_api_url, cache=cache)
+    key = _required(settings.private_key, _KEY_SETTINGS)
+    try:
+        return app_client(app_id, key.get_secret_value(), settings.github_api_url, cache=cache)
+    except ValueError as exc:
+        raise ConfigError(
+            f"the App's private key ({_KEY_SETTINGS}) is {exc}: use the .pem file"
+            " GitHub generated in the App's settings"
+        ) from None
 
 
 def _llm_factory(settings: Settings) -> Callable[[], AnthropicLLM | None]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import certifi
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import BaseCacheStrategy, MemCacheStrategy
 from githubkit.exception import (
@@ -94,9 +97,9 @@ def token_client(
 def app_client(
     app_id: str, private_key: str, base_url: str, *, cache: BaseCacheStrategy | None = None
 ) -> GitHub[AppAuthStrategy]:
-    """Build the App's client (JWT); `installation()` derives per-installation clients."""
+    """Build the App's client (JWT); raise ValueError if `private_key` is not a PEM private key."""
     return GitHub(
-        AppAuthStrategy(app_id, private_key),
+        AppAuthStrategy(app_id, _signing_key(private_key)),
         base_url=base_url,
         auto_retry=retry_policy,
         http_cache=False,
@@ -104,6 +107,21 @@ def app_client(
         timeout=_TIMEOUT_S,
         ssl_verify=_SSL,
     )
+
+
+# githubkit hands `private_key` to `jwt.encode`, which parses a PEM text again for every JWT:
+# cryptography's RSA key check costs ~60 ms of CPU on the event loop, stalling every delivery
+# in flight (benchmarks/README.md, webhook.py); a loaded key signs in ~1 ms. PyJWT accepts the
+# key object where githubkit's annotation says `str`.
+@functools.lru_cache(maxsize=4)
+def _signing_key(pem: str) -> str:
+    """Return the App's private key loaded once; raise ValueError if it is not a PEM private key."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # No chained exception: nothing of the key text may reach a log or an answer.
+        raise ValueError("not an unencrypted PEM private key") from None
+    return cast(str, key)
 
 
 def installation(app: GitHub[AppAuthStrategy], installation_id: int) -> GitHub[Any]:

@@ -344,6 +344,19 @@ def test_serve_refuses_to_start_without_its_secret_or_a_working_app_key(
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "cannot authenticate as the GitHub App: GitHub answered 401" in wrong.stderr
     assert "PRIVATE KEY" not in wrong.stderr
+    garbled = pem.replace("\n", "", 3)[:200]
+    bad = run_cli(
+        "serve",
+        env={
+            **base,
+            "PR_COUNCIL_WEBHOOK_SECRET": SECRET,
+            "PR_COUNCIL_APP_ID": str(FAKE_APP_ID),
+            "PR_COUNCIL_PRIVATE_KEY": garbled,
+        },
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "is not an unencrypted PEM private key" in bad.stderr
+    assert garbled[40:80] not in bad.stderr
 
 
 async def test_an_older_push_delivered_late_still_ends_with_the_current_head_reviewed(
