@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,12 @@ from typing import cast
 
 from bot.jobs import JobRecord, JobState, ReviewJob, Submitted
 
+logger = logging.getLogger("pr_council.queue")
+
 DELIVERY_RETENTION_S = 7 * 24 * 3600.0
+# Write transactions between checkpoints: a few pages each, so well under SQLite's 1,000-page
+# default, and a checkpoint has little to copy.
+CHECKPOINT_EVERY = 100
 _PRUNE_EVERY_S = 3600.0
 _MAX_ERROR_CHARS = 2000
 
@@ -96,12 +103,17 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
+        self.checkpointer = Checkpointer(path)
 
     def _setup(self) -> None:
         """Configure the connection, create the schema and recover from an unclean stop."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # "Write-Ahead Logging", automatic checkpoints: SQLite runs one inside whichever commit
+        # fills 1,000 WAL pages, and a checkpoint syncs to disk (tens to hundreds of ms here).
+        # Commits run on the event loop (bot/queue.py), so the Checkpointer runs them instead.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         with self._transaction():
             # A job left running was interrupted (crash or shutdown): run it again.
@@ -109,7 +121,8 @@ class Journal:
             self._db.execute("UPDATE jobs SET busy = 0 WHERE busy = 1")
 
     def close(self) -> None:
-        """Close the connection."""
+        """Stop the checkpoints and close the connection (SQLite checkpoints a last time)."""
+        self.checkpointer.close()
         self._db.close()
 
     @contextmanager
@@ -124,13 +137,20 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
-    def submit(self, jobs: Sequence[ReviewJob]) -> list[Accepted]:
-        """Record a batch of jobs in one transaction (one commit for a burst of webhooks)."""
-        now = self._clock()
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """Run a write transaction and count it towards the next checkpoint."""
         with self._transaction():
+            yield
+        self.checkpointer.committed()
+
+    def submit(self, job: ReviewJob) -> Accepted:
+        """Record a job in one transaction: de-duplicate it, queue it, supersede older ones."""
+        now = self._clock()
+        with self._write():
             if now - self._pruned_at >= _PRUNE_EVERY_S:
                 self._prune(now)
-            return [self._submit_one(job, now) for job in jobs]
+            return self._submit_one(job, now)
 
     def _prune(self, now: float) -> None:
         """Forget delivery ids older than the retention period."""
@@ -188,7 +208,7 @@ class Journal:
     def claim(self) -> Claim:
         """Take the oldest due job of a PR with no busy job, or say when a retry is next due."""
         now = self._clock()
-        with self._transaction():
+        with self._write():
             row: _Row | None = self._db.execute(_PICK, (now,)).fetchone()
             if row is None:
                 return Claim(None, self._next_due(now))
@@ -207,7 +227,7 @@ class Journal:
 
     def finish(self, job_id: int, outcome: Outcome) -> None:
         """Record how a run ended, unless the job was superseded meanwhile; free its PR."""
-        with self._transaction():
+        with self._write():
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, attempts = coalesce(?, attempts),"
                 " not_before = ?, updated_at = ? WHERE id = ? AND state = 'running'",
@@ -246,6 +266,55 @@ class Journal:
             "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
         ).fetchone()
         return cast(int, row[0])
+
+
+class Checkpointer:
+    """Copy the journal's WAL into its database file from a thread and a connection of its own.
+
+    A PASSIVE checkpoint waits for no reader or writer, so commits go on meanwhile; the last
+    connection to close checkpoints whatever is left.
+    """
+
+    def __init__(self, path: Path, every: int = CHECKPOINT_EVERY) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._every, self._commits, self.checkpoints = every, 0, 0
+        self._wake, self._done, self._stopping = threading.Event(), threading.Condition(), False
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoints", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Count a write transaction; ask for a checkpoint every `every` of them."""
+        self._commits += 1
+        if self._commits % self._every == 0:
+            self._wake.set()
+
+    def _run(self) -> None:
+        """Checkpoint whenever asked, until closed."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:  # the next request tries again; commits do not depend on it
+                logger.warning("journal checkpoint failed", exc_info=True)
+                continue
+            with self._done:
+                self.checkpoints += 1
+                self._done.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        """Block until `count` checkpoints have run (False on timeout): for tests and tools."""
+        with self._done:
+            return self._done.wait_for(lambda: self.checkpoints >= count, timeout_s)
+
+    def close(self) -> None:
+        """Stop the thread and close the connection."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        self._db.close()
 
 
 def _record(row: _Row) -> JobRecord:

@@ -11,6 +11,12 @@ shutdown and (at open) after a crash; queued -> superseded. A newer head SHA sup
 PR's queued and running jobs; a running one has its handler cancelled. `attempts` counts failed
 runs (retries), not interruptions. One process owns a journal file: opening it requeues every
 job left running.
+
+Journal calls run on the event loop: each is one short transaction that never waits for the
+disk (WAL with synchronous=NORMAL; the journal checkpoints from a thread of its own). Handing
+them to a worker thread cost more than the work: under a burst with reviews running, the hops
+to and from the thread waited 100-500 ms for the GIL and the loop (benchmarks/README.md,
+webhook.py).
 """
 
 from __future__ import annotations
@@ -21,9 +27,8 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple
 
 import anyio
 
@@ -37,7 +42,7 @@ from bot.jobs import (
     Submitted,
     Superseded,
 )
-from bot.journal import Accepted, Claim, Journal, Outcome
+from bot.journal import Claim, Journal, Outcome
 
 __all__ = ["EmbeddedQueue", "QueueOptions"]
 
@@ -45,8 +50,6 @@ logger = logging.getLogger("pr_council.queue")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-_T = TypeVar("_T")
-_Ts = TypeVarTuple("_Ts")
 
 
 @dataclass(frozen=True)
@@ -61,32 +64,12 @@ class QueueOptions:
     sleep: Sleep = anyio.sleep
 
 
-@dataclass
-class _Batch:
-    """Submits that share one journal transaction (a group commit under a burst)."""
-
-    jobs: list[ReviewJob] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    results: list[Accepted] = field(default_factory=list)
-    error: Exception | None = None
-
-    def result(self, index: int) -> Accepted:
-        """Return the journal's answer to one submit, or raise why the batch failed."""
-        if self.error is not None:
-            raise self.error
-        return self.results[index]
-
-
 class EmbeddedQueue:
     """A ReviewQueue backed by SQLite, with in-process workers (see the module docstring)."""
 
     def __init__(self, journal: Journal, options: QueueOptions) -> None:
         self._journal: Journal | None = journal
         self._options = options
-        # One journal thread at a time: SQLite work never runs on the event loop.
-        self._limiter = anyio.CapacityLimiter(1)
-        self._batch = _Batch()
-        self._commit_lock = anyio.Lock()
         self._changed = anyio.Event()
         self._active: dict[int, anyio.CancelScope] = {}
 
@@ -107,13 +90,9 @@ class EmbeddedQueue:
     async def close(self) -> None:
         """Close the journal; call it after the workers have stopped."""
         journal, self._journal = self._journal, None
-        if journal is not None:
+        if journal is not None:  # its last checkpoint may write for a while: not on the loop
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(journal.close, limiter=self._limiter)
-
-    async def _call(self, func: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
-        """Run a journal method in the journal thread."""
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+                await anyio.to_thread.run_sync(journal.close)
 
     def _notify(self) -> None:
         """Wake the workers and wait_idle(): something changed."""
@@ -129,63 +108,27 @@ class EmbeddedQueue:
 
     async def submit(self, job: ReviewJob) -> Submitted:
         """Queue a job unless its delivery or its (PR, head SHA) was seen; supersede older ones."""
-        batch = self._batch
-        index = len(batch.jobs)
-        batch.jobs.append(job)
-        if index == 0:
-            await self._lead(batch)
-        else:
-            await batch.done.wait()
-        accepted = batch.result(index)
+        accepted = self._db.submit(job)
+        for job_id in accepted.cancel:  # superseded while running: stop the handler
+            scope = self._active.get(job_id)
+            if scope is not None:
+                scope.cancel()
         if accepted.outcome == "queued":
             logger.debug("queued review %s (job %s)", job.label, accepted.job_id)
-        return accepted.outcome
-
-    async def _lead(self, batch: _Batch) -> None:
-        """Commit the batch this submit opened, once the previous batch's commit is done.
-
-        Submits arriving meanwhile join it (a group commit); the next one opens a new batch,
-        so no submit waits for more than the commit before its own.
-        """
-        # Shielded: the submits riding on this commit must get their answers.
-        with anyio.CancelScope(shield=True):
-            async with self._commit_lock:
-                if self._batch is batch:
-                    self._batch = _Batch()
-                await self._commit(batch)
-
-    async def _commit(self, batch: _Batch) -> None:
-        """Write one batch in one transaction, act on it and wake its submitters."""
-        try:
-            batch.results = await self._call(self._db.submit, batch.jobs)
-        except Exception as exc:
-            batch.error = exc
-        else:
-            self._apply(batch.results)
-        finally:
-            batch.done.set()
-
-    def _apply(self, results: list[Accepted]) -> None:
-        """Cancel the handlers of superseded running jobs; wake the workers for new jobs."""
-        for accepted in results:
-            for job_id in accepted.cancel:
-                scope = self._active.get(job_id)
-                if scope is not None:
-                    scope.cancel()
-        if any(accepted.outcome == "queued" for accepted in results):
             self._notify()
+        return accepted.outcome
 
     async def depth(self) -> int:
         """Return how many jobs are queued or running."""
-        return await self._call(self._db.depth)
+        return self._db.depth()
 
     async def get(self, job_id: int) -> JobRecord | None:
         """Return one job by id."""
-        return await self._call(self._db.get, job_id)
+        return self._db.get(job_id)
 
     async def jobs(self, state: JobState | None = None) -> list[JobRecord]:
         """Return all jobs, or those in one state, oldest first."""
-        return await self._call(self._db.jobs, state)
+        return self._db.jobs(state)
 
     async def wait_idle(self) -> None:
         """Return once nothing is queued or running (it waits forever without workers)."""
@@ -211,7 +154,7 @@ class EmbeddedQueue:
         """Take jobs one after another until cancelled."""
         while True:
             changed = self._changed
-            claim: Claim = await self._call(self._db.claim)
+            claim: Claim = self._db.claim()
             if claim.record is None:
                 await self._idle(changed, claim.next_due)
             else:
@@ -248,8 +191,7 @@ class EmbeddedQueue:
     async def _finish(self, record: JobRecord, outcome: Outcome) -> None:
         """Record the outcome even while shutting down, then free the PR for the next job."""
         try:
-            with anyio.CancelScope(shield=True):
-                await self._call(self._db.finish, record.id, outcome)
+            self._db.finish(record.id, outcome)
         finally:
             del self._active[record.id]
             self._notify()
@@ -259,7 +201,7 @@ class EmbeddedQueue:
     ) -> Outcome:
         """Call the handler and turn how it ended into an outcome."""
         # A submit may have superseded the job between the claim and the registration above.
-        if not await self._call(self._db.is_running, record.id):
+        if not self._db.is_running(record.id):
             return Outcome("superseded")
         try:
             with scope:

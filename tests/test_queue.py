@@ -322,7 +322,9 @@ async def test_unexpected_errors_are_retried_then_fail(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
-    options = QueueOptions(max_attempts=3, clock=clock, sleep=clock.sleep)
+    # One worker: the fake clock moves by every sleeper's delay, so two idle workers waiting
+    # for the same retry would move it twice.
+    options = QueueOptions(workers=1, max_attempts=3, clock=clock, sleep=clock.sleep)
     times: list[float] = []
 
     async def handler(job: ReviewJob) -> None:
@@ -423,7 +425,7 @@ async def test_a_closed_queue_refuses_work(path: Path) -> None:
         await queue.depth()
 
 
-async def test_a_burst_of_submits_shares_commits(queue: EmbeddedQueue) -> None:
+async def test_a_burst_of_concurrent_submits_each_gets_its_answer(queue: EmbeddedQueue) -> None:
     results: list[str] = []
 
     async def submit(number: int) -> None:
@@ -526,7 +528,7 @@ async def test_a_job_superseded_just_after_its_claim_is_not_run(
         # The newer head SHA lands after the claim but before the worker sees the result.
         claimed = claim(journal)
         if claimed.record is not None and claimed.record.job == old:
-            assert journal.submit([new])[0].cancel == (claimed.record.id,)
+            assert journal.submit(new).cancel == (claimed.record.id,)
         return claimed
 
     monkeypatch.setattr(Journal, "claim", claim_then_supersede)
@@ -565,3 +567,50 @@ async def test_a_review_command_reviews_a_head_that_was_already_posted(path: Pat
         assert await queue.submit(command) == "queued"
         await queue.wait_idle()
         assert [r.state for r in await queue.jobs()] == ["posted", "posted"]
+
+
+# --- checkpoints: off the commits, in the journal's own thread ---
+
+
+def _wal_frames(path: Path) -> int:
+    """Count the frames in the WAL (checkpointing them, from a connection of the test's own)."""
+    db = sqlite3.connect(path)
+    try:
+        busy, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        db.close()
+    assert busy == 0
+    return int(frames)
+
+
+def test_commits_never_run_a_checkpoint(path: Path) -> None:
+    journal = Journal(path, FakeClock())
+    journal.checkpointer.close()  # nothing but the commits themselves could checkpoint now
+    try:
+        for number in range(1, 301):
+            journal.submit(job(number=number, sha=number))
+        # SQLite's automatic checkpoint would have reset the WAL at 1,000 frames.
+        assert _wal_frames(path) > 1000
+    finally:
+        journal.close()
+
+
+def test_the_checkpointer_runs_every_hundred_commits_and_close_leaves_no_wal(path: Path) -> None:
+    journal = Journal(path, FakeClock())
+    try:
+        for number in range(1, 100):
+            journal.submit(job(number=number, sha=number))
+        assert journal.checkpointer.checkpoints == 0
+        journal.submit(job(number=100, sha=100))
+        assert journal.checkpointer.wait_for(1, timeout_s=GUARD_S)
+        for number in range(101, 201):
+            journal.submit(job(number=number, sha=number))
+        assert journal.checkpointer.wait_for(2, timeout_s=GUARD_S)
+    finally:
+        journal.close()
+    assert not path.with_name(path.name + "-wal").exists()
+    reopened = Journal(path, FakeClock())
+    try:
+        assert len(reopened.jobs("queued")) == 200
+    finally:
+        reopened.close()
