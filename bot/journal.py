@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,13 +144,13 @@ class Journal:
             yield
         self.checkpointer.committed()
 
-    def submit(self, job: ReviewJob) -> Accepted:
-        """Record a job in one transaction: de-duplicate it, queue it, supersede older ones."""
+    def submit(self, jobs: Sequence[ReviewJob]) -> list[Accepted]:
+        """Record a batch of jobs in one transaction (one commit for a burst of webhooks)."""
         now = self._clock()
         with self._write():
             if now - self._pruned_at >= _PRUNE_EVERY_S:
                 self._prune(now)
-            return self._submit_one(job, now)
+            return [self._submit_one(job, now) for job in jobs]
 
     def _prune(self, now: float) -> None:
         """Forget delivery ids older than the retention period."""
