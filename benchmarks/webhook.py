@@ -4,7 +4,7 @@ Runs the real console script, `pr-council serve`, as a subprocess on loopback ag
 fake GitHub (tests/fakes/github_api.py, in a thread of this process), as in production: the
 FastAPI receiver, the SQLite queue journal and two in-process review workers.
 
-Part 1, the burst (`--parts burst,held,sweep,whatif`): small generated PRs (prgen's "small"
+Part 1, the burst (`--parts burst,held,sweep,livesweep`): small generated PRs (prgen's "small"
 size, with a planted SQL f-string each) spread over repositories that are each their own
 installation (the production Pacer spaces writes 1 s apart per installation, so with one
 installation publishing would be capped at about one review per 3 s). Signed deliveries:
@@ -18,18 +18,16 @@ the queue to drain and verifies what was published and the journal's final state
 - burst: the review workers live (the real thing), drained and verified.
 - held: the same burst with every review stalled at its first GitHub request until the
   burst is over: the receiver alone on the CPU (not drained).
-- sweep: the held burst at lower concurrency (`--sweep 1,8`).
-- whatif: the live burst with one SSL context shared by all GitHub clients (a patch in the
-  server process, not the product), drained and verified.
+- sweep: the held burst at other concurrencies (`--sweep 1,8,16,32`).
+- livesweep: the live burst at other concurrencies (`--live-sweep 32`), drained and verified.
 
 Part 2 (`e2e`), one delivery of the generated medium PR to the posted review, with the
-fake Messages API at benchmarks/llm.py's realistic latency, offline, and offline with the
-what-if: acknowledgement, review start, snapshot read, model calls, inline review, summary
+fake Messages API at benchmarks/llm.py's realistic latency, and offline: acknowledgement, review start, snapshot read, model calls, inline review, summary
 comment, check run; `--runs` times each, every run on a fresh server and PR.
 
     .venv/bin/python benchmarks/webhook.py [--deliveries 1000] [--prs 200] [--repos 50]
-        [--concurrency 64] [--sweep 1,8] [--runs 3] [--seed 0] [--client raw|httpx]
-        [--parts burst,held,sweep,whatif,e2e]          # needs pip install -e '.[test]'
+        [--concurrency 64] [--sweep 1,8,16,32] [--live-sweep 32] [--runs 3] [--seed 0]
+        [--client raw|httpx] [--parts burst,held,sweep,livesweep,e2e]  # pip install -e '.[test]'
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gc
 import hashlib
 import hmac
 import json
@@ -85,7 +84,7 @@ OTHER_EVENTS = ("star", "push", "issue_comment")
 DRAIN_POLL_S = 0.1
 _LOG_LINE = re.compile(
     r"delivery '(?P<id>[^']*)' event=\S+ action=\S+ outcome=(?P<outcome>\S+)"
-    r" status=(?P<status>\d+) (?P<ms>[\d.]+) ms"
+    r" status=(?P<status>\d+)(?: job=\S+)? (?P<ms>[\d.]+) ms"
 )
 
 
@@ -298,26 +297,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The what-if: one SSL context shared by every GitHub client. githubkit builds a new
-# httpx.AsyncClient for each request, and with verify=True that loads the CA bundle again
-# (~36 ms of CPU on the event loop, per GitHub request). Not the product: a measurement.
-SHARED_SSL = """
-import ssl, sys
-import certifi
-from githubkit.core import GitHubCore
-context = ssl.create_default_context(cafile=certifi.where())
-defaults = GitHubCore._get_client_defaults
-def shared(self):
-    options = defaults(self)
-    if options.get("verify") is True:
-        options["verify"] = context
-    return options
-GitHubCore._get_client_defaults = shared
-from bot.cli import main
-sys.exit(main())
-"""
-
-
 def _cli() -> str:
     """The console script of this environment."""
     beside = Path(sys.executable).parent / "pr-council"
@@ -326,7 +305,7 @@ def _cli() -> str:
 
 @contextlib.contextmanager
 def serve(
-    github_url: str, key_pem: str, tmp: Path, model_url: str | None = None, what_if: bool = False
+    github_url: str, key_pem: str, tmp: Path, model_url: str | None = None
 ) -> Iterator[Server]:
     """Start `pr-council serve` on a free port with its own state directory; always stop it."""
     port, state, log = _free_port(), tmp / "state", tmp / "serve.log"
@@ -343,8 +322,7 @@ def serve(
         env.update(
             ANTHROPIC_API_KEY=FAKE_API_KEY, ANTHROPIC_BASE_URL=model_url, PR_COUNCIL_MODEL=MODEL
         )
-    program = [sys.executable, "-c", SHARED_SSL] if what_if else [_cli()]
-    command = [*program, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [_cli(), "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -460,29 +438,42 @@ class BurstRun:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class RawHttp:
+class RawHttp(asyncio.Protocol):
     """A minimal HTTP/1.1 client on one keep-alive connection, for the load generator.
 
     httpx's connection pool costs about 10 ms of CPU per request with 64 connections open
-    (measured: `--client httpx`), so it, not the server, would set the pace of the burst.
+    (measured: `--client httpx`), and asyncio's streams ~0.6 ms, so the client, not the
+    server, would set the pace of the burst: this protocol parses only the status line and
+    Content-Length of each answer.
     """
 
     def __init__(self, url: str) -> None:
         parsed = httpx.URL(url)
         self.host, self.port = parsed.host, parsed.port or 80
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self._lost = False
 
     async def open(self) -> None:
         """Connect."""
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: self, self.host, self.port)
 
     async def close(self) -> None:
         """Disconnect."""
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the answer being waited for."""
+        self._lost = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc or ConnectionResetError("the server closed it"))
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         """Serialise one request."""
@@ -492,16 +483,28 @@ class RawHttp:
 
     async def send(self, raw: bytes) -> tuple[int, bytes]:
         """Send a serialised request; return the status and the body of the answer."""
-        assert self._reader is not None and self._writer is not None
-        self._writer.write(raw)
-        await self._writer.drain()
-        head = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        length = next(
-            int(line.split(":", 1)[1])
-            for line in head[1:]
-            if line.lower().startswith("content-length:")
+        if self._transport is None or self._lost:
+            raise ConnectionResetError("not connected")
+        self._answer = asyncio.get_running_loop().create_future()
+        self._transport.write(raw)
+        return await self._answer
+
+    def data_received(self, data: bytes) -> None:
+        """Complete the answer once its head and Content-Length bytes of body are in."""
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self._buffer[:end].split(b"\r\n")
+        length = next(int(h.split(b":", 1)[1]) for h in head[1:] if h.lower().startswith(b"content-length:"))  # fmt: skip
+        if len(self._buffer) < end + 4 + length:
+            return
+        body, self._buffer = (
+            self._buffer[end + 4 : end + 4 + length],
+            self._buffer[end + 4 + length :],
         )
-        return int(head[0].split()[1]), await self._reader.readexactly(length)
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result((int(head[0].split()[1]), body))
 
 
 async def send_all(
@@ -523,14 +526,15 @@ async def send_all(
             stack.push_async_callback(raw.close)
         await _warm(client, concurrency, raws)
 
-        async def post(slot: int, d: Delivery) -> tuple[int, bytes]:
+        # Serialised before the clock starts: the load generator shares the 2 cores.
+        wire = [raws[0].request("POST", "/webhook", d.body, d.headers()) for d in deliveries] if raws else []  # fmt: skip
+
+        async def post(slot: int, index: int, d: Delivery) -> tuple[int, bytes]:
             if not raws:
                 answer = await client.post("/webhook", content=d.body, headers=d.headers())
                 return answer.status_code, answer.content
-            raw = raws[slot]
-            request = raw.request("POST", "/webhook", d.body, d.headers())
-            with anyio.fail_after(30):
-                return await raw.send(request)
+            async with asyncio.timeout(30):  # cheaper than an anyio cancel scope per request
+                return await raws[slot].send(wire[index])
 
         async def worker(slot: int) -> None:
             for index, d in queue:
@@ -541,7 +545,7 @@ async def send_all(
                     pushed_at[(i, k)] = time.monotonic()
                 sent = time.perf_counter()
                 try:
-                    status, body = await post(slot, d)
+                    status, body = await post(slot, index, d)
                     what = str(json.loads(body).get("status"))
                 except (httpx.HTTPError, OSError, TimeoutError, ValueError) as exc:
                     status, what = 0, f"error: {type(exc).__name__}"
@@ -549,6 +553,10 @@ async def send_all(
                 results[index] = Sent(d.kind, d.delivery_id, sent - start, done - sent, status,
                                       what, d.pr, d.head, time.monotonic())  # fmt: skip
 
+        # The load generator must not pause: a full collection of its heap (the deliveries,
+        # the fake GitHub's state) stalled every connection for ~250 ms mid-burst.
+        gc.collect()
+        gc.freeze()
         start, began = time.perf_counter(), time.monotonic()
         cpu = (cpu_seconds(server_pid), time.process_time())
         async with anyio.create_task_group() as group:
@@ -556,6 +564,7 @@ async def send_all(
                 group.start_soon(worker, slot)
         burst = time.perf_counter() - start
         cpu = (cpu_seconds(server_pid) - cpu[0], time.process_time() - cpu[1])
+        gc.unfreeze()
     return [r for r in results if r is not None], burst, began, cpu
 
 
@@ -591,7 +600,7 @@ def release(fake: FakeGitHub, rule: FailRule) -> None:
 
 def burst(
     label: str, prs: list[BenchPr], deliveries: list[Delivery], concurrency: int, *,
-    held: bool, drain: bool, drain_timeout_s: float, what_if: bool = False, client: str = "raw",
+    held: bool, drain: bool, drain_timeout_s: float, client: str = "raw",
 ) -> BurstRun:  # fmt: skip
     """One burst against a fresh fake and a fresh server; drain and verify if asked."""
     fake = FakeGitHub()
@@ -599,12 +608,13 @@ def burst(
     pushed_at: dict[tuple[int, int], float] = {}
     tmp_dir = tempfile.TemporaryDirectory(prefix="pr-council-webhook-")
     with tmp_dir as tmp, run_fake_github(fake) as github_url:
-        with serve(github_url, fake.private_key_pem, Path(tmp), what_if=what_if) as server:
+        with serve(github_url, fake.private_key_pem, Path(tmp)) as server:
             # Held: every review stops at its first GitHub request until the burst is over.
             rule = fake.fail("GET", r"^/app$", None, delay_s=3600, times=None) if held else None
+            # uvloop, as the server: with asyncio's loop the client needed as much CPU as it.
             sent, seconds, began, cpu = anyio.run(
                 send_all, server.url, deliveries, concurrency, fake, prs, pushed_at,
-                server.proc.pid, client,
+                server.proc.pid, client, backend_options={"use_uvloop": True},
             )  # fmt: skip
             log(f"{label}, {concurrency} in flight: {len(sent)} deliveries in {seconds:.2f} s")
             scrape = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -814,9 +824,7 @@ class E2eRun:
     github_requests: int
 
 
-def e2e(
-    runs: int, seed: int, with_model: bool, tmp_root: Path, what_if: bool = False
-) -> list[E2eRun]:
+def e2e(runs: int, seed: int, with_model: bool, tmp_root: Path) -> list[E2eRun]:
     """Review the medium PR `runs` times, each on a fresh PR number and state directory."""
     base, head, _ = plan(SIZES["medium"], seed)
     github = FakeGitHub()
@@ -829,7 +837,7 @@ def e2e(
     results = []
     with run_fake_github(github) as github_url, run_fake_anthropic(model) as model_url:
         for r in range(runs):
-            number = (100 if with_model else 200) + (100 if what_if else 0) + r
+            number = (100 if with_model else 200) + r
             github.add_pull(owner, repo, number, base_files=base, head_files=head, title="Feature")
             sha = github.pull(owner, repo, number).head_sha
             bench = BenchPr(owner, repo, number, installation, base, [(sha, head)])
@@ -839,7 +847,7 @@ def e2e(
             model.requests.clear()
             with tempfile.TemporaryDirectory(prefix="pr-council-e2e-") as tmp:
                 url = model_url if with_model else None
-                with serve(github_url, github.private_key_pem, Path(tmp), url, what_if) as server:
+                with serve(github_url, github.private_key_pem, Path(tmp), url) as server:
                     results.append(_one(github, model, server, bench, delivery))
             log(f"e2e {'model' if with_model else 'offline'} run {r + 1}: {results[-1]}")
     return results
@@ -975,7 +983,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--repos", type=int, default=50, help="repositories (one installation each)"
     )
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    parser.add_argument("--sweep", default="1,8", help="held bursts at these concurrencies too")
+    parser.add_argument(
+        "--sweep", default="1,8,16,32", help="held bursts at these concurrencies too"
+    )
+    parser.add_argument("--live-sweep", default="32", help="live bursts at these concurrencies too")
     parser.add_argument("--runs", type=int, default=3, help="runs of part 2 per configuration")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--drain-timeout", type=float, default=1800, help="seconds")
@@ -984,7 +995,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--parts",
-        default="burst,held,sweep,whatif,e2e",
+        default="burst,held,sweep,livesweep,e2e",
         help="which parts to run (comma-separated)",
     )
     args = parser.parse_args(argv)
@@ -1010,10 +1021,6 @@ def main(argv: Sequence[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="pr-council-e2e-pr-") as tmp:
             e2e_results["with Claude (fake, realistic latency)"] = e2e(args.runs, args.seed, True, Path(tmp))  # fmt: skip
             e2e_results["offline (no key)"] = e2e(args.runs, args.seed, False, Path(tmp))
-            if "whatif" in parts:
-                e2e_results["offline, shared SSL context (what-if)"] = e2e(
-                    args.runs, args.seed, False, Path(tmp), what_if=True
-                )
     print(machine_line(info))
     if bursts:
         report_bursts(bursts, mix, len(prs), args.repos)
@@ -1054,10 +1061,9 @@ def run_bursts(
     if "sweep" in parts:
         plan_ += [("workers held", int(n), {"held": True, "drain": False})
                   for n in args.sweep.split(",") if n]  # fmt: skip
-    if "whatif" in parts:
-        plan_.append(
-            ("live, shared SSL context", c, {"held": False, "drain": True, "what_if": True})
-        )
+    if "livesweep" in parts:
+        plan_ += [("workers live", int(n), {"held": False, "drain": True})
+                  for n in args.live_sweep.split(",") if n]  # fmt: skip
     return [
         burst(label, prs, deliveries, n, drain_timeout_s=timeout, client=args.client, **options)
         for label, n, options in plan_
