@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.cache import BaseCacheStrategy
@@ -16,7 +18,14 @@ from pydantic import SecretStr
 from agents.llm import AnthropicLLM, anthropic_llm
 from bot.app import create_app
 from bot.config import ConfigError, Settings
-from bot.github.client import Pacer, PullRef, app_bot_login, app_client, installation
+from bot.github.client import (
+    Pacer,
+    PullRef,
+    app_bot_login,
+    app_client,
+    installation,
+    warm_up,
+)
 from bot.github.snapshot import fetch_meta
 from bot.jobs import Handler, PermanentFailure, RetryLater, ReviewJob, Superseded
 from bot.journal import Journal
@@ -78,6 +87,7 @@ def build_app(
     @asynccontextmanager
     async def workers() -> AsyncIterator[None]:
         try:
+            await anyio.to_thread.run_sync(warm_up, gh)
             async with queue.running(work):
                 yield
         finally:
@@ -139,6 +149,7 @@ async def run_worker(
 ) -> None:
     """Review jobs from PostgreSQL until SIGTERM or SIGINT (`pr-council worker`)."""
     queue, handler = build_worker(settings, worker, options)
+    await anyio.to_thread.run_sync(warm_up, _app(settings, None))
     async with queue.opened():
         await queue.work(handler, worker)
 

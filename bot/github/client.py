@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import anyio
 import certifi
@@ -122,6 +123,42 @@ def _signing_key(pem: str) -> str:
         # No chained exception: nothing of the key text may reach a log or an answer.
         raise ValueError("not an unencrypted PEM private key") from None
     return cast(str, key)
+
+
+# githubkit imports a REST namespace's module, and the pydantic models of a response, on first
+# use: ~30-90 ms of CPU on the event loop during the first review after start-up, which stalls
+# every delivery in flight (benchmarks/README.md, webhook.py). warm_up() imports them first.
+REVIEW_MODELS: Final = (
+    "AppInstallationsInstallationIdAccessTokensPostBody",
+    "BasicError",
+    "CheckRun",
+    "DiffEntry",
+    "EventsGetResponse503",
+    "GitTree",
+    "InstallationToken",
+    "Integration",
+    "IssueComment",
+    "PrivateUser",
+    "PublicUser",
+    "PullRequest",
+    "PullRequestReview",
+    "PullRequestReviewComment",
+    "ReposOwnerRepoCommitsRefCheckRunsGetResponse200",
+    "ReposOwnerRepoIssuesCommentsCommentIdPatchBody",
+    "ReposOwnerRepoIssuesIssueNumberCommentsPostBody",
+    "ValidationError",
+    "ValidationErrorSimple",
+)
+REVIEW_NAMESPACES: Final = ("apps", "checks", "git", "issues", "pulls", "repos", "users")
+
+
+def warm_up(gh: GitHub[Any]) -> None:
+    """Import githubkit's modules for what a review calls (blocking: run it before serving)."""
+    models = importlib.import_module("githubkit.versions.latest.models")
+    for name in REVIEW_MODELS:
+        getattr(models, name, None)  # a model a later githubkit renamed is only not warmed
+    for namespace in REVIEW_NAMESPACES:
+        getattr(gh.rest, namespace, None)
 
 
 def installation(app: GitHub[AppAuthStrategy], installation_id: int) -> GitHub[Any]:
