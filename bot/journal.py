@@ -1,4 +1,4 @@
-"""The SQLite journal behind the embedded review queue: synchronous, one connection, one thread."""
+"""The embedded queue's SQLite journal: synchronous, one connection, and a checkpoint thread."""
 
 from __future__ import annotations
 

@@ -445,6 +445,16 @@ async def test_each_delivery_is_logged(caplog: pytest.LogCaptureFixture) -> None
         assert part in message
 
 
+async def test_other_methods_on_the_webhook_path_are_405_and_queue_nothing() -> None:
+    queue = RecordingQueue()
+    async with running(build(queue)) as client:
+        for method in ("GET", "PUT", "DELETE"):
+            response = await client.request(method, "/webhook")
+            assert response.status_code == 405, method
+        assert (await client.post("/webhook/")).status_code in (307, 404)
+    assert queue.jobs == []
+
+
 async def test_healthz_reports_the_queue_depth() -> None:
     async with running(build(RecordingQueue())) as client:
         await post(client, "pull_request", sample("pull_request.opened"))
