@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
-import anyio.to_thread
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response

@@ -248,7 +248,8 @@ class EmbeddedQueue:
         self, record: JobRecord, handler: Handler, scope: anyio.CancelScope
     ) -> Outcome:
         """Call the handler and turn how it ended into an outcome."""
-        # A submit may have superseded the job between the claim and the registration above.
+        # Cheap insurance: nothing awaits between the claim and the registration above today,
+        # but a job superseded in between must not run.
         if not self._db.is_running(record.id):
             return Outcome("superseded")
         try:
