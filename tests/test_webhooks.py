@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from githubkit.utils import UNSET
 from githubkit.versions.latest.models import (
     WebhookIssueCommentCreated,
     WebhookPullRequestOpened,
@@ -397,58 +398,38 @@ _GITHUBKIT_PULL_REQUEST: dict[str, Any] = {
 def _githubkit_reading(event: str, data: dict[str, Any]) -> dict[str, Any]:
     """Return the routing fields as githubkit's model of the event reads them."""
     if event == "pull_request":
-        parsed = _GITHUBKIT_PULL_REQUEST[data["action"]].model_validate(data)
-        pr = parsed.pull_request
-        return {
-            "owner": parsed.repository.owner.login,
-            "repo": parsed.repository.name,
-            "number": pr.number,
-            "head_sha": pr.head.sha,
-            "installation_id": parsed.installation.id if parsed.installation else None,
-            "state": pr.state,
-            "draft": pr.draft is True,
-        }
-    comment = WebhookIssueCommentCreated.model_validate(data)
-    user = comment.comment.user
-    return {
-        "owner": comment.repository.owner.login,
-        "repo": comment.repository.name,
-        "number": comment.issue.number,
-        "installation_id": comment.installation.id if comment.installation else None,
-        "on_pull_request": bool(comment.issue.pull_request),
-        "body": comment.comment.body,
-        "login": user.login if user else None,
-        "user_type": user.type if user and isinstance(user.type, str) else "User",
-        "association": comment.comment.author_association,
-    }
+        return _fields(event, _GITHUBKIT_PULL_REQUEST[data["action"]].model_validate(data))
+    return _fields(event, WebhookIssueCommentCreated.model_validate(data))
 
 
 def _our_reading(event: str, body: bytes) -> dict[str, Any]:
     """Return the routing fields as the receiver reads them."""
     if event == "pull_request":
-        pr_facts = webhooks._PullRequestDelivery.model_validate_json(body)
-        pr = pr_facts.pull_request
-        return {
-            "owner": pr_facts.repository.owner.login,
-            "repo": pr_facts.repository.name,
-            "number": pr.number,
-            "head_sha": pr.head.sha,
-            "installation_id": pr_facts.installation.id if pr_facts.installation else None,
-            "state": pr.state,
-            "draft": pr.draft is True,
-        }
-    facts = webhooks._CommentDelivery.model_validate_json(body)
-    user = facts.comment.user
+        return _fields(event, webhooks._PullRequestDelivery.model_validate_json(body))
+    return _fields(event, webhooks._CommentDelivery.model_validate_json(body))
+
+
+def _fields(event: str, parsed: Any) -> dict[str, Any]:
+    """Read the routing fields from either model: ours mirror githubkit's attribute names."""
+    installation = parsed.installation.id if parsed.installation else None  # UNSET is falsy
+    common = {
+        "owner": parsed.repository.owner.login,
+        "repo": parsed.repository.name,
+        "installation_id": installation,
+    }
+    if event == "pull_request":
+        pr = parsed.pull_request
+        head = {"number": pr.number, "head_sha": pr.head.sha, "state": pr.state}
+        return {**common, **head, "draft": pr.draft is True}
+    comment, user = parsed.comment, parsed.comment.user
     return {
-        "owner": facts.repository.owner.login,
-        "repo": facts.repository.name,
-        "number": facts.issue.number,
-        "installation_id": facts.installation.id if facts.installation else None,
-        "on_pull_request": facts.issue.pull_request is not None,
-        "body": facts.comment.body,
+        **common,
+        "number": parsed.issue.number,
+        "on_pull_request": parsed.issue.pull_request not in (None, UNSET),
+        "body": comment.body,
         "login": user.login if user else None,
-        "user_type": user.type if user and user.type is not None else "User",
-        "association": facts.comment.author_association,
+        "user_type": user.type if user and isinstance(user.type, str) else "User",
+        "association": comment.author_association,
     }
 
 
