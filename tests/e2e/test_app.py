@@ -6,6 +6,7 @@ import copy
 import hashlib
 import hmac
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -332,28 +333,17 @@ def test_serve_refuses_to_start_without_its_secret_or_a_working_app_key(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    wrong = run_cli(
-        "serve",
-        env={
-            **base,
-            "PR_COUNCIL_WEBHOOK_SECRET": SECRET,
-            "PR_COUNCIL_APP_ID": str(FAKE_APP_ID),
-            "PR_COUNCIL_PRIVATE_KEY": pem,
-        },
-    )
+
+    def serve_with_key(key: str) -> subprocess.CompletedProcess[str]:
+        app = {"PR_COUNCIL_APP_ID": str(FAKE_APP_ID), "PR_COUNCIL_PRIVATE_KEY": key}
+        return run_cli("serve", env={**base, "PR_COUNCIL_WEBHOOK_SECRET": SECRET, **app})
+
+    wrong = serve_with_key(pem)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "cannot authenticate as the GitHub App: GitHub answered 401" in wrong.stderr
     assert "PRIVATE KEY" not in wrong.stderr
     garbled = pem.replace("\n", "", 3)[:200]
-    bad = run_cli(
-        "serve",
-        env={
-            **base,
-            "PR_COUNCIL_WEBHOOK_SECRET": SECRET,
-            "PR_COUNCIL_APP_ID": str(FAKE_APP_ID),
-            "PR_COUNCIL_PRIVATE_KEY": garbled,
-        },
-    )
+    bad = serve_with_key(garbled)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "is not an unencrypted PEM private key" in bad.stderr
     assert garbled[40:80] not in bad.stderr

@@ -196,14 +196,23 @@ async def test_a_killed_workers_review_is_recovered_and_posted_once(
     assert_posted_once(fake_github, SHA1)
 
 
-async def test_sigterm_puts_a_review_past_its_grace_period_back_for_another_worker(
-    spawn: Spawn, pg_url: str, fake_github: FakeGitHub, pull: ReviewJob, tmp_path: Path
-) -> None:
-    stall = fake_github.fail("GET", rf"/git/trees/{SHA1}", None, delay_s=60)
-    first = spawn("--grace-period", "1")
+async def review_in_flight(
+    spawn: Spawn, pg_url: str, fake_github: FakeGitHub, pull: ReviewJob, tmp_path: Path,
+    stall_s: float, *, grace_s: float,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start a worker with a grace period and return once it is reviewing `pull`, stalled."""
+    stall = fake_github.fail("GET", rf"/git/trees/{SHA1}", None, delay_s=stall_s)
+    worker = spawn("--grace-period", str(grace_s))
     await eventually(lambda: registered(pg_url) == 1, 60, "worker registered\n" + logs(tmp_path))
     await submit(pg_url, pull)
     await eventually(lambda: stall.hits == 1, 30, "the review in flight\n" + logs(tmp_path))
+    return worker
+
+
+async def test_sigterm_puts_a_review_past_its_grace_period_back_for_another_worker(
+    spawn: Spawn, pg_url: str, fake_github: FakeGitHub, pull: ReviewJob, tmp_path: Path
+) -> None:
+    first = await review_in_flight(spawn, pg_url, fake_github, pull, tmp_path, 60, grace_s=1)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0, logs(tmp_path)
     assert states(pg_url) == [("todo", SHA1)]
@@ -218,11 +227,7 @@ async def test_sigterm_puts_a_review_past_its_grace_period_back_for_another_work
 async def test_sigterm_lets_a_running_review_finish_within_the_grace_period(
     spawn: Spawn, pg_url: str, fake_github: FakeGitHub, pull: ReviewJob, tmp_path: Path
 ) -> None:
-    stall = fake_github.fail("GET", rf"/git/trees/{SHA1}", None, delay_s=2)
-    worker = spawn("--grace-period", "60")
-    await eventually(lambda: registered(pg_url) == 1, 60, "worker registered\n" + logs(tmp_path))
-    await submit(pg_url, pull)
-    await eventually(lambda: stall.hits == 1, 30, "the review in flight\n" + logs(tmp_path))
+    worker = await review_in_flight(spawn, pg_url, fake_github, pull, tmp_path, 2, grace_s=60)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0, logs(tmp_path)
     assert states(pg_url) == [("succeeded", SHA1)]
